@@ -1,0 +1,236 @@
+//! device-config: the keys an administrator writes in `xe sr-create device-config:…`.
+//!
+//! The same keys serve both front ends (DESIGN.md "Identity and configuration"). Parsing is
+//! strict: an unknown key is an error that names it and lists the valid ones, because a
+//! typo (`device-config:keyrign=…`) silently ignored would connect with the wrong identity.
+//! Values are checked here, before any Ceph call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::RequestError;
+
+/// Default path of the Ceph configuration file.
+pub const DEFAULT_CEPH_CONF: &str = "/etc/ceph/ceph.conf";
+/// Default cephx user (without the `client.` prefix).
+pub const DEFAULT_CEPH_USER: &str = "admin";
+/// Default time limit for one Ceph or kernel call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest time limit accepted (xapi itself waits forever; an hour is plenty).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Every accepted key, with the description `Plugin.Query` publishes for it.
+pub const KEYS: &[(&str, &str)] = &[
+    ("pool", "Ceph pool holding the SR (required; never created or deleted by cephrbd)"),
+    ("ceph_conf", "Path of the Ceph configuration file (default /etc/ceph/ceph.conf; alias: conf)"),
+    ("ceph_user", "cephx user, without the client. prefix (default admin; alias: user)"),
+    ("keyring", "Path of the keyring holding the user's key (default: as ceph.conf says)"),
+    ("mon_host", "Monitor addresses, overriding ceph.conf (e.g. 10.0.0.1,10.0.0.2)"),
+    ("namespace", "RADOS namespace of the SR inside the pool (default: derived from the SR uuid)"),
+    ("datapath", "Preferred datapath: krbd (kernel RBD) or qsd (userspace NBD)"),
+    ("image_features", "RBD image features for new volumes, comma-separated (default layering,exclusive-lock)"),
+    ("timeout", "Time limit in seconds for each Ceph or kernel call (default 30)"),
+    ("sr_uuid", "The SR's uuid (written by SR.create; not for administrators)"),
+];
+
+/// Older spellings still accepted: (alias, key).
+pub const ALIASES: &[(&str, &str)] = &[("conf", "ceph_conf"), ("user", "ceph_user")];
+
+/// RBD image features cephrbd knows how to use.
+pub const KNOWN_FEATURES: &[&str] = &["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"];
+
+/// A checked device-config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// The pool.
+    pub pool: String,
+    /// The Ceph configuration file.
+    pub ceph_conf: PathBuf,
+    /// The cephx id (no `client.` prefix).
+    pub ceph_user: String,
+    /// The keyring file, if given.
+    pub keyring: Option<PathBuf>,
+    /// Monitor addresses, if given.
+    pub mon_host: Option<String>,
+    /// The RADOS namespace, if given.
+    pub namespace: Option<String>,
+    /// The preferred datapath, if given.
+    pub datapath: Option<String>,
+    /// Image features for new volumes, if given.
+    pub image_features: Option<Vec<String>>,
+    /// The time limit per Ceph or kernel call.
+    pub timeout: Duration,
+    /// The SR uuid, once SR.create has added it.
+    pub sr_uuid: Option<uuid::Uuid>,
+}
+
+impl DeviceConfig {
+    /// Checks a device-config map. Nothing outside the map is consulted.
+    pub fn parse(raw: &BTreeMap<String, String>) -> Result<Self, RequestError> {
+        let mut canonical: BTreeMap<&'static str, &str> = BTreeMap::new();
+        for (key, value) in raw {
+            let name = canonical_key(key)
+                .ok_or_else(|| RequestError::UnknownConfigKey { key: key.clone(), valid: valid_keys() })?;
+            if let Some(previous) = canonical.insert(name, value) {
+                if previous != value {
+                    return Err(RequestError::BadConfigValue {
+                        key: name,
+                        value: value.clone(),
+                        reason: format!("given twice (also as an alias) with different values ({previous:?})"),
+                    });
+                }
+            }
+        }
+        let get = |k: &str| canonical.get(k).copied();
+        let pool = get("pool").ok_or(RequestError::MissingConfigKey { key: "pool" })?;
+        check_name("pool", pool)?;
+        let ceph_user = get("ceph_user").unwrap_or(DEFAULT_CEPH_USER);
+        let ceph_user = ceph_user.strip_prefix("client.").unwrap_or(ceph_user);
+        check_name("ceph_user", ceph_user)?;
+        if let Some(ns) = get("namespace") {
+            check_name("namespace", ns)?;
+        }
+        let timeout = match get("timeout") {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => parse_timeout(t)?,
+        };
+        let image_features = get("image_features").map(parse_features).transpose()?;
+        let sr_uuid = get("sr_uuid")
+            .map(|u| {
+                uuid::Uuid::parse_str(u).map_err(|e| RequestError::BadConfigValue {
+                    key: "sr_uuid",
+                    value: u.to_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(DeviceConfig {
+            pool: pool.to_owned(),
+            ceph_conf: PathBuf::from(get("ceph_conf").unwrap_or(DEFAULT_CEPH_CONF)),
+            ceph_user: ceph_user.to_owned(),
+            keyring: get("keyring").map(PathBuf::from),
+            mon_host: get("mon_host").map(str::to_owned),
+            namespace: get("namespace").map(str::to_owned),
+            datapath: get("datapath").map(str::to_owned),
+            image_features,
+            timeout,
+            sr_uuid,
+        })
+    }
+}
+
+fn canonical_key(key: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|(k, _)| *k)
+        .find(|k| *k == key)
+        .or_else(|| ALIASES.iter().find(|(alias, _)| *alias == key).map(|(_, k)| *k))
+}
+
+fn valid_keys() -> String {
+    let mut keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    keys.extend(ALIASES.iter().map(|(a, _)| *a));
+    keys.join(", ")
+}
+
+/// Pool, namespace and user names end up as `rbd` arguments and in image specs: refuse
+/// anything that could be read as an option or split a spec.
+fn check_name(key: &'static str, value: &str) -> Result<(), RequestError> {
+    let bad = |reason: &str| RequestError::BadConfigValue { key, value: value.to_owned(), reason: reason.to_owned() };
+    if value.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if value.starts_with('-') {
+        return Err(bad("must not start with '-'"));
+    }
+    if let Some(c) = value.chars().find(|c| matches!(c, '/' | '@' | ' ' | '\t' | '\n') || c.is_control()) {
+        return Err(bad(&format!("must not contain {c:?}")));
+    }
+    Ok(())
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, RequestError> {
+    let bad = |reason: &str| RequestError::BadConfigValue {
+        key: "timeout",
+        value: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let secs: u64 = text.parse().map_err(|_| bad("must be a whole number of seconds"))?;
+    let limit = Duration::from_secs(secs);
+    if secs == 0 || limit > MAX_TIMEOUT {
+        return Err(bad(&format!("must be between 1 and {}", MAX_TIMEOUT.as_secs())));
+    }
+    Ok(limit)
+}
+
+fn parse_features(text: &str) -> Result<Vec<String>, RequestError> {
+    let features: Vec<String> = text.split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect();
+    if let Some(unknown) = features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
+        return Err(RequestError::BadConfigValue {
+            key: "image_features",
+            value: text.to_owned(),
+            reason: format!("unknown feature `{unknown}`; known: {}", KNOWN_FEATURES.join(", ")),
+        });
+    }
+    if !features.iter().any(|f| f == "layering") {
+        return Err(RequestError::BadConfigValue {
+            key: "image_features",
+            value: text.to_owned(),
+            reason: "must include layering (snapshots and clones need it)".to_owned(),
+        });
+    }
+    Ok(features)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let c = DeviceConfig::parse(&map(&[("pool", "rbd"), ("conf", "/x/ceph.conf"), ("user", "client.xcp")]))
+            .expect("valid");
+        assert_eq!(c.pool, "rbd");
+        assert_eq!(c.ceph_conf, PathBuf::from("/x/ceph.conf"));
+        assert_eq!(c.ceph_user, "xcp");
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        let c = DeviceConfig::parse(&map(&[("pool", "rbd")])).expect("valid");
+        assert_eq!(c.ceph_conf, PathBuf::from(DEFAULT_CEPH_CONF));
+        assert_eq!(c.ceph_user, "admin");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_valid_ones() {
+        let err = DeviceConfig::parse(&map(&[("pool", "rbd"), ("keyrign", "/k")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`keyrign`"), "{text}");
+        assert!(text.contains("keyring"), "{text}");
+        assert!(text.contains("ceph_conf"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(matches!(DeviceConfig::parse(&map(&[])), Err(RequestError::MissingConfigKey { key: "pool" })));
+        for (k, v) in [
+            ("pool", ""),
+            ("pool", "-rf"),
+            ("pool", "a/b"),
+            ("timeout", "0"),
+            ("timeout", "1.5"),
+            ("timeout", "99999"),
+            ("image_features", "journaling"),
+            ("image_features", "exclusive-lock"),
+            ("sr_uuid", "nope"),
+        ] {
+            let mut m = map(&[("pool", "rbd")]);
+            m.insert(k.to_owned(), v.to_owned());
+            assert!(DeviceConfig::parse(&m).is_err(), "{k}={v} accepted");
+        }
+        let err = DeviceConfig::parse(&map(&[("pool", "rbd"), ("conf", "/a"), ("ceph_conf", "/b")])).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+    }
+}

@@ -1,0 +1,136 @@
+//! `Plugin.Query` and `Plugin.diagnostics` for both executables.
+//!
+//! The features a plugin declares are derived from the executable's dispatch table
+//! ([`FEATURE_OF_METHOD`]), so Query can never advertise a method that does not exist.
+//! xapi names the SR type after `plugin`, which must equal the last component of the
+//! volume plugin's directory name `org.xen.xapi.storage.<type>` (smapiv3.md §1.2).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config;
+use crate::error::OpError;
+use crate::exec::{Ctx, Operation};
+use crate::runner::{Cmd, Program};
+
+/// The SR type of the SMAPIv3 volume plugin (`xe sr-create type=cephrbd-ng`).
+pub const VOLUME_PLUGIN: &str = "cephrbd-ng";
+/// The name the datapath plugin reports.
+pub const DATAPATH_PLUGIN: &str = "cephrbd-datapath";
+/// The API version both plugins are written against.
+pub const API_VERSION: &str = "5.0";
+/// The programs the driver runs, reported by diagnostics.
+pub const TOOLS: &[&str] = &["rbd", "ceph", "qemu-storage-daemon"];
+
+/// Feature strings xapi understands (smint.ml), declared when the method is in the table.
+pub const FEATURE_OF_METHOD: &[(&str, &str)] = &[
+    ("SR.create", "SR_CREATE"),
+    ("SR.destroy", "SR_DELETE"),
+    ("SR.attach", "SR_ATTACH"),
+    ("SR.detach", "SR_DETACH"),
+    ("SR.ls", "SR_SCAN"),
+    ("SR.stat", "SR_UPDATE"),
+    ("SR.probe", "SR_PROBE"),
+    ("Volume.create", "VDI_CREATE"),
+    ("Volume.destroy", "VDI_DELETE"),
+    ("Volume.stat", "VDI_UPDATE"),
+    ("Volume.clone", "VDI_CLONE"),
+    ("Volume.snapshot", "VDI_SNAPSHOT"),
+    ("Volume.resize", "VDI_RESIZE"),
+    ("Datapath.activate_readonly", "VDI_ACTIVATE_READONLY"),
+];
+
+/// Arguments of `Plugin.Query` and `Plugin.diagnostics`.
+#[derive(Debug, Deserialize)]
+pub struct DbgOnly {
+    /// The caller's debug string (unused: also in [`Ctx`]).
+    pub dbg: String,
+}
+
+/// The `query_result` record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueryResult {
+    /// The SR type.
+    pub plugin: String,
+    /// Short name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Copyright.
+    pub copyright: String,
+    /// Our version.
+    pub version: String,
+    /// The API version we need.
+    pub required_api_version: String,
+    /// What we implement.
+    pub features: Vec<String>,
+    /// device-config key → description.
+    pub configuration: std::collections::BTreeMap<String, String>,
+    /// Cluster stacks we need (none).
+    pub required_cluster_stack: Vec<String>,
+}
+
+fn features(operations: &[Operation]) -> Vec<String> {
+    FEATURE_OF_METHOD
+        .iter()
+        .filter(|(method, _)| operations.iter().any(|op| op.name.eq_ignore_ascii_case(method)))
+        .map(|(_, feature)| (*feature).to_owned())
+        .collect()
+}
+
+fn query(ctx: &Ctx, plugin: &str, description: &str, configuration: bool) -> QueryResult {
+    QueryResult {
+        plugin: plugin.to_owned(),
+        name: plugin.to_owned(),
+        description: description.to_owned(),
+        vendor: "cephrbd".to_owned(),
+        copyright: "(C) the cephrbd authors, LGPL-2.1-only".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        required_api_version: API_VERSION.to_owned(),
+        features: features(ctx.operations),
+        configuration: if configuration {
+            config::KEYS.iter().map(|(k, d)| ((*k).to_owned(), (*d).to_owned())).collect()
+        } else {
+            Default::default()
+        },
+        required_cluster_stack: Vec::new(),
+    }
+}
+
+/// `Plugin.Query` of the volume plugin.
+pub fn volume_query(ctx: &Ctx, _req: DbgOnly) -> Result<QueryResult, OpError> {
+    Ok(query(ctx, VOLUME_PLUGIN, "Ceph RBD images as XCP-ng virtual disks (SMAPIv3)", true))
+}
+
+/// `Plugin.Query` of the datapath plugin.
+pub fn datapath_query(ctx: &Ctx, _req: DbgOnly) -> Result<QueryResult, OpError> {
+    Ok(query(ctx, DATAPATH_PLUGIN, "Block devices for cephrbd volumes (SMAPIv3 datapath)", false))
+}
+
+/// `Plugin.diagnostics`: a printable report of this host's view (no personal data, no
+/// secrets): version, the tools found and their versions.
+pub fn diagnostics(ctx: &Ctx, _req: DbgOnly) -> Result<String, OpError> {
+    let mut report = String::new();
+    let _ = writeln!(report, "cephrbd {} ({})", env!("CARGO_PKG_VERSION"), ctx.method);
+    let _ = writeln!(report, "methods: {}", ctx.operations.iter().map(|op| op.name).collect::<Vec<_>>().join(" "));
+    for tool in TOOLS {
+        match Program::resolve(tool) {
+            Ok(program) => {
+                let version = Cmd::new(&program, Duration::from_secs(10))
+                    .arg("--version")
+                    .run()
+                    .map(|out| String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
+                    .unwrap_or_else(|e| format!("version unknown: {e}"));
+                let _ = writeln!(report, "{tool}: {} ({version})", program.path().display());
+            }
+            Err(e) => {
+                let _ = writeln!(report, "{tool}: MISSING ({e})");
+            }
+        }
+    }
+    Ok(report)
+}
