@@ -87,18 +87,68 @@ PARAMS="store=$STORE mgr=$MGR pool=$POOL v2=$V2_PORT v1=$V1_PORT osd_bytes=$OSD_
 CT=$((T < 15 ? T : 15))
 # The python `ceph` CLI given --keyring on the command line still logs "unable to find a
 # keyring on /etc/ceph/... disabling cephx" (then works); via CEPH_ARGS it is silent.
-ceph_() { CEPH_ARGS="--keyring $KEYRING" timeout -k 3 "$T" ceph --connect-timeout "$CT" -c "$CONF" -n client.admin "$@"; }
-rbd_() { timeout -k 3 "$T" rbd -c "$CONF" -n client.admin --keyring "$KEYRING" "$@"; }
+CEPH=(env "CEPH_ARGS=--keyring $KEYRING" timeout -k 3 "$T" ceph --connect-timeout "$CT" -c "$CONF" -n client.admin)
 lim() { timeout -k 3 "$T" "$@" >&2; }   # stdout is reserved for the conf path
+
+# Daemons to watch while waiting on the cluster: "name:pid" entries.
+WATCH=()
+watch_daemon() { WATCH+=("$1:$2"); }
+dead_daemon() {
+    local w
+    for w in "${WATCH[@]}"; do
+        lab_alive "${w#*:}" || { printf '%s' "${w%%:*}"; return 0; }
+    done
+    return 1
+}
+# watched OUT CMD...: run the external command CMD (stdout+stderr appended to file OUT,
+# or to our stderr if OUT is "-"), but give up at once if a watched daemon dies meanwhile
+# instead of waiting for CMD's own time limit. CMD is exec'ed directly, so the TERM
+# reaches timeout(1), which passes it on to the ceph client.
+watched() {
+    local out=$1 pid dead rc=0
+    shift
+    if [ "$out" = - ]; then
+        "$@" >&2 &
+    else
+        "$@" >>"$out" 2>&1 &
+    fi
+    pid=$!
+    while lab_alive "$pid"; do
+        if dead=$(dead_daemon); then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            lab_die "$dead died (while running: ...${*: -6})"
+        fi
+        sleep 0.02
+    done
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+# spawn NAME CMD...: start daemon NAME in the foreground (-f) of its own session, with
+# stdio on DIR/log/NAME.out and every other inherited fd (our lock, the caller's pipes)
+# closed, so a caller capturing our output never waits on the daemon. The PID stays
+# the daemon's (setsid execs in place), and it is watched from then on.
+spawn() {
+    local name=$1
+    shift
+    (
+        for f in /proc/"$BASHPID"/fd/*; do
+            f=${f##*/}
+            if [ "$f" -gt 2 ]; then eval "exec $f>&-" 2>/dev/null || true; fi
+        done
+        exec setsid "$@" </dev/null >>"$DIR/log/$name.out" 2>&1
+    ) &
+    watch_daemon "$name" "$!"
+}
 
 existing_pools() { cat "$DIR/pools" 2>/dev/null || true; }
 
 create_pool() {
     local p=$1
     lab_log "pool $p: create + rbd pool init ($(elapsed_ms) ms)"
-    ceph_ osd pool create "$p" "$PG_NUM" "$PG_NUM" replicated 2>>"$DIR/log/cluster-up.out"
+    watched "$DIR/log/cluster-up.out" "${CEPH[@]}" osd pool create "$p" "$PG_NUM" "$PG_NUM" replicated
     # pool init waits for the PGs to go active and sets application "rbd"
-    timeout -k 3 $((T * 4)) rbd -c "$CONF" -n client.admin --keyring "$KEYRING" pool init "$p" >&2
+    watched - timeout -k 3 $((T * 4)) rbd -c "$CONF" -n client.admin --keyring "$KEYRING" pool init "$p"
     printf '%s\n' "$p" >>"$DIR/pools"
 }
 
@@ -106,7 +156,7 @@ create_pool() {
 wait_pool_stats() {
     local p=$1 deadline=$((SECONDS + T * 2))
     [ "$MGR" = 1 ] || return 0
-    until ceph_ osd pool get-quota "$p" -f json >/dev/null 2>&1; do
+    until watched /dev/null "${CEPH[@]}" osd pool get-quota "$p" -f json; do
         [ "$SECONDS" -lt "$deadline" ] || lab_die "mgr did not publish stats for pool $p within $((T * 2)) s"
         sleep 0.1
     done
@@ -143,12 +193,14 @@ print_logs() {
 }
 
 BUILDING=0
+exec 7>&2   # the original stderr, for the exit report
 on_exit() {
     local rc=$?
+    exec 2>&7
     if [ "$rc" != 0 ] && [ "$BUILDING" = 1 ]; then
         lab_log "bring-up FAILED (rc=$rc) after $(elapsed_ms) ms; daemon logs:"
         print_logs
-        lab_stop_all "$CONF"
+        lab_stop_all "$CONF" kill
         lab_log "leftover state kept in $DIR (it will be wiped by the next cluster-up.sh)"
     fi
     exit "$rc"
@@ -156,10 +208,14 @@ on_exit() {
 trap on_exit EXIT
 trap 'lab_log "failed (rc=$?) at line $LINENO: $BASH_COMMAND"' ERR
 
-lab_lock "$DIR"
+lab_lock "$DIR" create
 
 # --- reuse ------------------------------------------------------------------------
 if [ "$FRESH" != 1 ] && [ -f "$MARKER" ] && healthy; then
+    for d in mon.a mgr.x osd.0; do
+        pid=$(lab_daemon_pid "$CONF" "$d")
+        [ -z "$pid" ] || watch_daemon "$d" "$pid"
+    done
     ensure_extra_pools
     lab_log "reusing the running cluster in $DIR ($(elapsed_ms) ms)"
     printf '%s\n' "$CONF"
@@ -167,8 +223,9 @@ if [ "$FRESH" != 1 ] && [ -f "$MARKER" ] && healthy; then
 fi
 
 # --- clean up / refuse -------------------------------------------------------------
-# Our own orphans (even if DIR vanished) would hold the ports: stop them first.
-lab_stop_all "$CONF"
+# Our own orphans (even if DIR vanished) would hold the ports: kill them first
+# (their data is about to be wiped, a graceful stop buys nothing).
+lab_stop_all "$CONF" kill
 if [ -e "$DIR" ] || [ -L "$DIR" ]; then
     if [ ! -d "$DIR" ] || [ -L "$DIR" ]; then lab_die "$DIR exists and is not a directory"; fi
     if [ -f "$MARKER" ]; then
@@ -289,23 +346,21 @@ lim ceph-authtool "$MONKR" --list >/dev/null 2>&1 || lab_die "generated keyring 
 lim monmaptool --create --addv a "$MON_HOST" --fsid "$FSID" "$DIR/monmap" 2>>"$DIR/log/mon.a.out"
 lim ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$MONKR" </dev/null
 lab_log "starting mon.a ($(elapsed_ms) ms)"
-# Daemons run in the foreground (-f) in their own session; stdio and the lock fd
-# are detached so callers capturing our stdout never wait on them.
-setsid ceph-mon -f -c "$CONF" -i a </dev/null >>"$DIR/log/mon.a.out" 2>&1 9>&- &
+spawn mon.a ceph-mon -f -c "$CONF" -i a
 
 # mgr (devicehealth monitoring off, or it creates a device_health_metrics pool;
 # --force because the option is unknown until a mgr has run)
 if [ "$MGR" = 1 ]; then
-    ceph_ config set mgr mgr/devicehealth/enable_monitoring false --force >&2
+    watched - "${CEPH[@]}" config set mgr mgr/devicehealth/enable_monitoring false --force
     lab_log "starting mgr.x ($(elapsed_ms) ms)"
-    setsid ceph-mgr -f -c "$CONF" -i x </dev/null >>"$DIR/log/mgr.x.out" 2>&1 9>&- &
+    spawn mgr.x ceph-mgr -f -c "$CONF" -i x
 fi
 
 # osd
-ceph_ osd new "$OSD_UUID" 0 >>"$DIR/log/osd.0.out"
+watched "$DIR/log/cluster-up.out" "${CEPH[@]}" osd new "$OSD_UUID" 0
 lim ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$OSD_UUID" </dev/null 2>>"$DIR/log/osd.0.out"
 lab_log "starting osd.0 ($(elapsed_ms) ms)"
-setsid ceph-osd -f -c "$CONF" -i 0 </dev/null >>"$DIR/log/osd.0.out" 2>&1 9>&- &
+spawn osd.0 ceph-osd -f -c "$CONF" -i 0
 
 # pools
 : >"$DIR/pools"

@@ -106,16 +106,30 @@ lab_stop_pids() {
     lab_log "WARNING: still alive after SIGKILL: $*"
 }
 
-# lab_stop_all CONF: stop osd, then mgr, then mon of the cluster using CONF.
+# lab_stop_all CONF [kill]: stop osd, then mgr, then mon of the cluster using CONF.
+# With "kill", SIGKILL at once (for a cluster about to be wiped anyway: an OSD whose mon
+# is gone would otherwise sit out the whole TERM grace).
 lab_stop_all() {
-    local conf=$1 exe
+    local conf=$1 mode=${2:-term} exe
     local -a pids
     for exe in ceph-osd ceph-mgr ceph-mon; do
         mapfile -t pids < <(lab_find_pids "$conf" "$exe")
-        if [ "${#pids[@]}" -gt 0 ]; then
+        [ "${#pids[@]}" -gt 0 ] || continue
+        if [ "$mode" = kill ]; then
+            lab_log "killing $exe (pid ${pids[*]})"
+            kill -KILL "${pids[@]}" 2>/dev/null || true
+        else
             lab_log "stopping $exe (pid ${pids[*]})"
             lab_stop_pids "${pids[@]}"
         fi
+    done
+    [ "$mode" = kill ] || return 0
+    # wait (max 2 s) until they are gone or zombies, so their ports are free
+    for _ in $(seq 1 40); do
+        for exe in ceph-osd ceph-mgr ceph-mon; do
+            [ -z "$(lab_find_pids "$conf" "$exe")" ] || { sleep 0.05; continue 2; }
+        done
+        return 0
     done
 }
 
@@ -130,9 +144,14 @@ lab_port_busy() {
 
 # lab_lock DIR: serialise cluster-up/cluster-down on DIR (lock file next to DIR,
 # because DIR itself gets wiped). Uses fd 9; never let a daemon inherit it.
+# With a second argument "create", the parent directory is created if missing; without
+# it (cluster-down) a missing parent means there is nothing to lock.
 lab_lock() {
     local lock="${1%/}.lock"
-    mkdir -p -- "${lock%/*}"
+    if [ ! -d "${lock%/*}" ]; then
+        [ "${2:-}" = create ] || return 0
+        mkdir -p -- "${lock%/*}"
+    fi
     exec 9>>"$lock" || lab_die "cannot open lock file $lock"
     flock -w "${CEPH_LAB_LOCK_TIMEOUT:-180}" 9 || lab_die "timed out waiting for lock $lock"
 }
