@@ -27,6 +27,10 @@ pub enum Kind {
     AlreadyExists,
     /// The object is in use (watchers, children, protected snapshot).
     Busy,
+    /// An image cannot be removed because it has snapshots.
+    HasSnapshots,
+    /// The request was refused as invalid (e.g. unprotecting an unprotected snapshot).
+    Invalid,
     /// The credentials were refused, or the user lacks a capability.
     PermissionDenied,
     /// The monitors or OSDs could not be reached within the time limit.
@@ -38,7 +42,9 @@ pub enum Kind {
 }
 
 /// Named stderr signatures of the `rbd`/`ceph` tools, most specific first. Each has a unit
-/// test against a captured sample.
+/// test against a captured sample. They are consulted before [`EXIT_CODES`] because some
+/// failures exit with a code that means something else (a refused connection exits 13 or
+/// 110 for the same cause).
 pub const SIGNATURES: &[(&str, Kind)] = &[
     ("(13) Permission denied", Kind::PermissionDenied),
     ("(1) Operation not permitted", Kind::PermissionDenied),
@@ -49,12 +55,25 @@ pub const SIGNATURES: &[(&str, Kind)] = &[
     ("couldn't connect to the cluster", Kind::Unreachable),
     ("(122) Disk quota exceeded", Kind::NoSpace),
     ("(28) No space left on device", Kind::NoSpace),
+    ("image has snapshots", Kind::HasSnapshots),
     ("(17) File exists", Kind::AlreadyExists),
     ("(16) Device or resource busy", Kind::Busy),
     ("image still has watchers", Kind::Busy),
-    ("(39) Directory not empty", Kind::Busy),
     ("(2) No such file or directory", Kind::NotFound),
-    ("ENOENT", Kind::NotFound),
+    ("Error ENOENT", Kind::NotFound),
+];
+
+/// `rbd` and `ceph` exit with the errno of the failure: the meaning of the ones we act on.
+pub const EXIT_CODES: &[(i32, Kind)] = &[
+    (2, Kind::NotFound),
+    (13, Kind::PermissionDenied),
+    (16, Kind::Busy),
+    (17, Kind::AlreadyExists),
+    (22, Kind::Invalid),
+    (28, Kind::NoSpace),
+    (39, Kind::HasSnapshots),
+    (110, Kind::Unreachable),
+    (122, Kind::NoSpace),
 ];
 
 /// A Ceph call that failed, with what it was about.
@@ -82,6 +101,24 @@ pub enum CephError {
     #[error("{what} is in use")]
     Busy {
         /// What was busy.
+        what: String,
+        /// The failed command.
+        #[source]
+        source: CommandError,
+    },
+    /// The image cannot be removed: it has snapshots.
+    #[error("{what} has snapshots")]
+    HasSnapshots {
+        /// The image.
+        what: String,
+        /// The failed command.
+        #[source]
+        source: CommandError,
+    },
+    /// Ceph refused the request as invalid in the object's present state.
+    #[error("Ceph refused the request on {what}")]
+    Refused {
+        /// The object.
         what: String,
         /// The failed command.
         #[source]
@@ -136,6 +173,8 @@ impl CephError {
             CephError::NotFound { .. } => "Ceph_object_not_found",
             CephError::AlreadyExists { .. } => "Ceph_object_exists",
             CephError::Busy { .. } => "Ceph_object_busy",
+            CephError::HasSnapshots { .. } => "Ceph_image_has_snapshots",
+            CephError::Refused { .. } => "Ceph_request_refused",
             CephError::PermissionDenied { .. } => "Ceph_permission_denied",
             CephError::Unreachable { .. } => "Ceph_unreachable",
             CephError::NoSpace { .. } => "Ceph_no_space",
@@ -150,6 +189,8 @@ impl CephError {
             CephError::NotFound { .. } => Kind::NotFound,
             CephError::AlreadyExists { .. } => Kind::AlreadyExists,
             CephError::Busy { .. } => Kind::Busy,
+            CephError::HasSnapshots { .. } => Kind::HasSnapshots,
+            CephError::Refused { .. } => Kind::Invalid,
             CephError::PermissionDenied { .. } => Kind::PermissionDenied,
             CephError::Unreachable { .. } => Kind::Unreachable,
             CephError::NoSpace { .. } => Kind::NoSpace,
@@ -158,9 +199,12 @@ impl CephError {
     }
 }
 
-/// Classifies a command's stderr by [`SIGNATURES`].
-pub fn classify(stderr: &str) -> Kind {
-    SIGNATURES.iter().find(|(sig, _)| stderr.contains(sig)).map_or(Kind::Other, |(_, kind)| *kind)
+/// Classifies a failed command by its stderr signature, else by its exit status.
+pub fn classify(stderr: &str, exit_code: Option<i32>) -> Kind {
+    if let Some((_, kind)) = SIGNATURES.iter().find(|(sig, _)| stderr.contains(sig)) {
+        return *kind;
+    }
+    EXIT_CODES.iter().find(|(code, _)| Some(*code) == exit_code).map_or(Kind::Other, |(_, kind)| *kind)
 }
 
 /// The programs of the Ceph driver, resolved once per process.
@@ -271,10 +315,12 @@ impl Conn {
             return CephError::Unreachable { limit: self.timeout, source };
         }
         let what = what.to_owned();
-        match classify(source.stderr()) {
+        match classify(source.stderr(), source.exit_code()) {
             Kind::NotFound => CephError::NotFound { what, source },
             Kind::AlreadyExists => CephError::AlreadyExists { what, source },
             Kind::Busy => CephError::Busy { what, source },
+            Kind::HasSnapshots => CephError::HasSnapshots { what, source },
+            Kind::Invalid => CephError::Refused { what, source },
             Kind::PermissionDenied => CephError::PermissionDenied { user: self.id.clone(), source },
             Kind::Unreachable => CephError::Unreachable { limit: self.timeout, source },
             Kind::NoSpace => CephError::NoSpace { source },
@@ -323,10 +369,15 @@ mod tests {
             ("[errno 110] RADOS timed out (error connecting to the cluster)", Kind::Unreachable),
             ("rbd: delete error: (122) Disk quota exceeded", Kind::NoSpace),
             ("Error ENOENT: unrecognized pool 'nope'", Kind::NotFound),
+            ("rbd: image has snapshots - these must be deleted with 'rbd snap purge' before the image can be removed.", Kind::HasSnapshots),
             ("something new", Kind::Other),
         ];
         for (stderr, kind) in samples {
-            assert_eq!(classify(stderr), kind, "{stderr}");
+            assert_eq!(classify(stderr, Some(1)), kind, "{stderr}");
         }
+        // Messages without an errno in the text fall back to the exit status.
+        assert_eq!(classify("rbd: snap is already unprotected", Some(22)), Kind::Invalid);
+        assert_eq!(classify("rbd: snap is already protected", Some(16)), Kind::Busy);
+        assert_eq!(classify("rbd: snapshot 's1' is protected from removal.", Some(16)), Kind::Busy);
     }
 }

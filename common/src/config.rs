@@ -68,6 +68,16 @@ pub struct DeviceConfig {
 impl DeviceConfig {
     /// Checks a device-config map. Nothing outside the map is consulted.
     pub fn parse(raw: &BTreeMap<String, String>) -> Result<Self, RequestError> {
+        Self::parse_inner(raw, true)
+    }
+
+    /// Checks the device-config of `SR.probe`, where `pool` may be absent (then `pool` is
+    /// empty: probe every pool).
+    pub fn parse_for_probe(raw: &BTreeMap<String, String>) -> Result<Self, RequestError> {
+        Self::parse_inner(raw, false)
+    }
+
+    fn parse_inner(raw: &BTreeMap<String, String>, pool_required: bool) -> Result<Self, RequestError> {
         let mut canonical: BTreeMap<&'static str, &str> = BTreeMap::new();
         for (key, value) in raw {
             let name = canonical_key(key)
@@ -83,8 +93,14 @@ impl DeviceConfig {
             }
         }
         let get = |k: &str| canonical.get(k).copied();
-        let pool = get("pool").ok_or(RequestError::MissingConfigKey { key: "pool" })?;
-        check_name("pool", pool)?;
+        let pool = match get("pool") {
+            Some(pool) => {
+                check_name("pool", pool)?;
+                pool
+            }
+            None if pool_required => return Err(RequestError::MissingConfigKey { key: "pool" }),
+            None => "",
+        };
         let ceph_user = get("ceph_user").unwrap_or(DEFAULT_CEPH_USER);
         let ceph_user = ceph_user.strip_prefix("client.").unwrap_or(ceph_user);
         check_name("ceph_user", ceph_user)?;

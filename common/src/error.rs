@@ -21,7 +21,7 @@ use crate::schema::{SchemaError, Violation};
 pub const BACKEND_FAILURE: &str = "SR_BACKEND_FAILURE";
 
 /// A request that cannot be carried out as written. Raised before any side effect.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// Nothing was read from stdin in `--json` mode.
     #[error("{method}: no request on stdin (expected one JSON object)")]
@@ -83,6 +83,24 @@ pub enum RequestError {
         /// The key.
         key: &'static str,
     },
+    /// An SR string or volume URI that is not one of ours.
+    #[error("invalid {what} URI {uri:?}: {reason}")]
+    BadUri {
+        /// `SR` or `volume`.
+        what: &'static str,
+        /// The string given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A size that cannot be a disk.
+    #[error("invalid size {size}: {reason}")]
+    BadSize {
+        /// The size asked for, in bytes.
+        size: i64,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A device-config value that cannot be used.
     #[error("device-config key `{key}` has an invalid value {value:?}: {reason}")]
     BadConfigValue {
@@ -107,6 +125,90 @@ pub enum OpError {
     /// An external program failed outside the Ceph driver.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// IDL `Volume_does_not_exist`: no volume has this key in the SR.
+    #[error("volume {key} does not exist in this SR")]
+    VolumeDoesNotExist {
+        /// The key asked for.
+        key: String,
+    },
+    /// IDL `SR_does_not_exist`: the configuration or SR string names no cephrbd SR.
+    #[error("no cephrbd SR {uuid} in {pool}/{namespace}")]
+    SrDoesNotExist {
+        /// The SR uuid expected.
+        uuid: String,
+        /// The pool.
+        pool: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// The pool named in device-config does not exist (cephrbd never creates pools).
+    #[error("pool `{pool}` does not exist; existing pools: {existing}")]
+    PoolNotFound {
+        /// The pool asked for.
+        pool: String,
+        /// The pools that exist, comma-separated.
+        existing: String,
+    },
+    /// SR.create into a namespace that already holds another SR or foreign images.
+    #[error("namespace {pool}/{namespace} is already in use: {reason}")]
+    NamespaceInUse {
+        /// The pool.
+        pool: String,
+        /// The namespace.
+        namespace: String,
+        /// What is there.
+        reason: String,
+    },
+    /// SR.destroy of an SR that still has volumes.
+    #[error("the SR still has {count} volume(s); destroy them first")]
+    SrNotEmpty {
+        /// How many volumes remain.
+        count: usize,
+    },
+    /// An operation that needs a writable volume was given a snapshot.
+    #[error("volume {key} is a read-only snapshot: {action} is not possible")]
+    ReadOnly {
+        /// The key.
+        key: String,
+        /// What was refused.
+        action: &'static str,
+    },
+    /// A resize that would shrink the volume.
+    #[error("volume {key} is {current} bytes: shrinking it to {requested} bytes is refused")]
+    Shrink {
+        /// The key.
+        key: String,
+        /// Its size now.
+        current: u64,
+        /// The size asked for.
+        requested: i64,
+    },
+    /// Another cephrbd call on this host holds the SR's lock for too long.
+    #[error("another operation on SR {sr} did not release its lock within {} s", .waited.as_secs())]
+    Locked {
+        /// The SR uuid.
+        sr: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+    /// Local state (lock files) could not be used.
+    #[error("cannot use {path}")]
+    LocalState {
+        /// The file or directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An operation failed and undoing its completed steps failed too; the listed leftovers
+    /// are repaired by the next call or the consistency check.
+    #[error("{cause}; undoing the completed steps also failed: {}", .failures.join("; "))]
+    Rollback {
+        /// Why the operation failed.
+        cause: Box<OpError>,
+        /// Each undo step that failed, with its error.
+        failures: Vec<String>,
+    },
     /// The embedded schemas are broken (a packaging bug).
     #[error("internal error: {0}")]
     Schema(#[from] SchemaError),
@@ -157,30 +259,51 @@ pub struct Backtrace {
 
 impl From<&OpError> for SmapiError {
     fn from(err: &OpError) -> Self {
-        let name = match err {
-            OpError::Request(r) => match r {
-                RequestError::EmptyInput { .. }
-                | RequestError::MalformedJson { .. }
-                | RequestError::NotAnObject { .. }
-                | RequestError::Invalid { .. }
-                | RequestError::CommandLine { .. } => "Invalid_request",
-                RequestError::UnknownMethod { .. } => "Unimplemented",
-                RequestError::UnknownConfigKey { .. }
-                | RequestError::MissingConfigKey { .. }
-                | RequestError::BadConfigValue { .. } => "Invalid_device_config",
-            },
-            OpError::Ceph(c) => c.smapi_name(),
-            OpError::Command(c) => c.smapi_name(),
-            OpError::Schema(_) | OpError::InvalidResult { .. } | OpError::Panicked { .. } | OpError::Output(_) => {
-                "Internal_error"
-            }
-        };
+        let (name, detail) = smapi_params(err);
         SmapiError {
             code: BACKEND_FAILURE.to_owned(),
-            params: vec![name.to_owned(), err.to_string()],
+            params: vec![name.to_owned(), detail],
             backtrace: Backtrace { error: chain(err), files: Vec::new(), lines: Vec::new() },
         }
     }
+}
+
+/// `params` of the error object: the error name and its detail. For the IDL's own errors
+/// the detail is the object's identifier, as the Python bindings send it.
+fn smapi_params(err: &OpError) -> (&'static str, String) {
+    let message = err.to_string();
+    let name = match err {
+        OpError::Request(r) => match r {
+            RequestError::EmptyInput { .. }
+            | RequestError::MalformedJson { .. }
+            | RequestError::NotAnObject { .. }
+            | RequestError::Invalid { .. }
+            | RequestError::CommandLine { .. }
+            | RequestError::BadUri { .. }
+            | RequestError::BadSize { .. } => "Invalid_request",
+            RequestError::UnknownMethod { .. } => "Unimplemented",
+            RequestError::UnknownConfigKey { .. }
+            | RequestError::MissingConfigKey { .. }
+            | RequestError::BadConfigValue { .. } => "Invalid_device_config",
+        },
+        OpError::VolumeDoesNotExist { key } => return ("Volume_does_not_exist", key.clone()),
+        OpError::SrDoesNotExist { uuid, .. } => return ("SR_does_not_exist", uuid.clone()),
+        OpError::PoolNotFound { .. } => "Pool_does_not_exist",
+        OpError::NamespaceInUse { .. } => "SR_namespace_in_use",
+        OpError::SrNotEmpty { .. } => "SR_not_empty",
+        OpError::ReadOnly { .. } => "Volume_read_only",
+        OpError::Shrink { .. } => "Volume_shrink_refused",
+        OpError::Locked { .. } => "SR_busy",
+        OpError::Rollback { cause, .. } => smapi_params(cause).0,
+        OpError::Ceph(c) => c.smapi_name(),
+        OpError::Command(c) => c.smapi_name(),
+        OpError::LocalState { .. }
+        | OpError::Schema(_)
+        | OpError::InvalidResult { .. }
+        | OpError::Panicked { .. }
+        | OpError::Output(_) => "Internal_error",
+    };
+    (name, message)
 }
 
 /// The error and its sources, outermost first, joined by `: `.

@@ -11,6 +11,11 @@
 //! - [`config`]: device-config parsing (the keys an administrator writes);
 //! - [`ceph`]: connection arguments and the typed `rbd`/`ceph` wrappers;
 //! - [`plugin`]: `Plugin.Query` and `Plugin.diagnostics`;
+//! - [`sr`], [`volume`]: the SR and Volume interfaces, one function per method;
+//! - [`names`], [`meta`], [`uri`]: every Ceph name, the SR's records, the SR and volume URIs;
+//! - [`rbd`]: typed wrappers, one per `rbd`/`ceph` subcommand; [`undo`], [`lock`]: rollback
+//!   of multi-step operations and host-local locks;
+//! - [`protocol`]: the records returned to xapi;
 //! - [`log`]: `tracing` to stderr and syslog, never stdout.
 
 #![warn(missing_docs)]
@@ -19,10 +24,19 @@ pub mod ceph;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod lock;
 pub mod log;
+pub mod meta;
+pub mod names;
 pub mod plugin;
+pub mod protocol;
+pub mod rbd;
 pub mod runner;
 pub mod schema;
+pub mod sr;
+pub mod undo;
+pub mod uri;
+pub mod volume;
 
 pub use error::OpError;
 pub use exec::{Ctx, Operation};

@@ -1,1 +1,354 @@
-//! placeholder
+//! The test harness: runs the plugin executables exactly as xapi-storage-script does, and
+//! finds the single-node test cluster.
+//!
+//! [`Plugin`] lays out a plugin directory of symlinks named after the methods (as the RPM
+//! does), then for each call runs `[<dir>/<Method>, "--json"]` with the arguments as one
+//! compact JSON object on stdin (no trailing newline), closes stdin, and parses stdout as
+//! exactly one JSON value (smapiv3.md §1.3). The environment is cleared down to a minimal
+//! `PATH`, as a daemon's would be, so the plugins cannot depend on the caller's `PATH`.
+//! Every successful result is validated against the method's result schema and every
+//! failure against the error-object shape; a mismatch fails the test.
+//!
+//! [`Lab`] reads the `env` file written by `scripts/ceph-lab/cluster-up.sh`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::schema::{self, Part};
+use serde_json::{json, Value};
+
+/// How long one plugin call may take in a test before the harness gives up on it.
+pub const CALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// The environment the plugins run with: what a daemon started by systemd would have.
+pub const DAEMON_ENV: &[(&str, &str)] = &[("PATH", "/usr/bin:/bin")];
+
+/// Environment variables passed through from the test's own environment.
+const PASSED_THROUGH: &[&str] = &["CEPHRBD_LOG", "CEPHRBD_STATE_DIR", "CEPHRBD_RUN_DIR"];
+
+/// Which executable a plugin directory links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The volume plugin (`Plugin.*`, `SR.*`, `Volume.*`).
+    Volume,
+    /// The datapath plugin (`Plugin.*`, `Datapath.*`).
+    Datapath,
+}
+
+impl Kind {
+    fn binary(self) -> &'static str {
+        match self {
+            Kind::Volume => "volume",
+            Kind::Datapath => "datapath",
+        }
+    }
+}
+
+/// The directory holding the built executables: `$CEPHRBD_BIN_DIR`, or the cargo target
+/// directory of the running test binary (`target/<profile>/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CEPHRBD_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    dir.to_path_buf()
+}
+
+/// The path of a built executable; panics with the fix if it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cephrbd-{label}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// What one call printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The method called.
+    pub method: String,
+    /// The exit status.
+    pub status: i32,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr (logs).
+    pub stderr: String,
+    /// How long the call took.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The single JSON value on stdout; panics if stdout is not exactly one JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("{}: stdout is not exactly one JSON value ({e}): {:?}", self.method, self.stdout)
+        })
+    }
+
+    /// The result of a successful call; panics with the error object otherwise.
+    pub fn ok(&self) -> Value {
+        assert_eq!(self.status, 0, "{} failed: {}\nstderr:\n{}", self.method, self.stdout, self.stderr);
+        self.value()
+    }
+
+    /// The error object of a failed call; panics if the call succeeded.
+    pub fn err(&self) -> Value {
+        assert_eq!(self.status, 1, "{} was expected to fail with status 1: {}", self.method, self.stdout);
+        self.value()
+    }
+
+    /// `params[0]` and `params[1]` of the error object: (error name, message).
+    pub fn error_name_and_message(&self) -> (String, String) {
+        let err = self.err();
+        let param = |i: usize| err["params"][i].as_str().unwrap_or_default().to_owned();
+        (param(0), param(1))
+    }
+}
+
+/// A plugin directory of method symlinks, as xapi-storage-script sees it.
+#[derive(Debug)]
+pub struct Plugin {
+    dir: PathBuf,
+    methods: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Plugin {
+    /// Lays out a directory for `kind` with one symlink per method (`<binary> --list`).
+    pub fn new(kind: Kind) -> Self {
+        let binary = binary(kind.binary());
+        let listing = Command::new(&binary).arg("--list").output().expect("run --list");
+        assert!(listing.status.success(), "--list failed");
+        let methods: Vec<String> =
+            String::from_utf8(listing.stdout).expect("utf8").lines().map(str::to_owned).collect();
+        let dir = scratch_dir(kind.binary());
+        for method in &methods {
+            symlink(&binary, dir.join(method)).expect("symlink");
+        }
+        Plugin { dir, methods, env: Vec::new() }
+    }
+
+    /// Adds an environment variable for every call (e.g. a private state directory).
+    pub fn with_env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// The methods installed (as `--list` printed them).
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Calls `method` with `args` as xapi-storage-script does and checks the answer's shape
+    /// against the schemas. `dbg` is added if absent.
+    pub fn call(&self, method: &str, mut args: Value) -> Outcome {
+        if let Some(obj) = args.as_object_mut() {
+            obj.entry("dbg").or_insert_with(|| json!(format!("test:{method}")));
+        }
+        let stdin = serde_json::to_vec(&args).expect("serializable");
+        let outcome = self.call_raw(method, &["--json"], &stdin);
+        check_shape(&outcome);
+        outcome
+    }
+
+    /// Runs `<dir>/<file>` with `extra_args` and raw `stdin`; checks nothing.
+    pub fn call_raw(&self, file: &str, extra_args: &[&str], stdin: &[u8]) -> Outcome {
+        let started = Instant::now();
+        let mut command = Command::new(self.dir.join(file));
+        command.args(extra_args).env_clear().envs(DAEMON_ENV.iter().copied());
+        for key in PASSED_THROUGH {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {file}: {e}"));
+        let mut pipe = child.stdin.take().expect("stdin");
+        // A plugin that fails before reading its stdin (an unknown method) closes the pipe.
+        if let Err(e) = pipe.write_all(stdin) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+        }
+        drop(pipe);
+        let (mut out, mut err) = (child.stdout.take().expect("stdout"), child.stderr.take().expect("stderr"));
+        let reader = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        let mut stdout = String::new();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = out.read_to_string(&mut stdout);
+            let _ = tx.send(stdout);
+        });
+        let stdout = rx.recv_timeout(CALL_LIMIT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{file} did not answer within {CALL_LIMIT:?}: the plugin hung")
+        });
+        let status = child.wait().expect("wait").code().unwrap_or(-1);
+        let stderr = reader.join().unwrap_or_default();
+        Outcome { method: file.to_owned(), status, stdout, stderr, elapsed: started.elapsed() }
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Fails the test unless the outcome is exactly one JSON value of the right shape: the
+/// method's result schema on exit 0, the error object on exit 1.
+pub fn check_shape(outcome: &Outcome) {
+    let value = outcome.value();
+    match outcome.status {
+        0 => {
+            if let Err(v) = schema::validate(&outcome.method, Part::Result, &value).expect("schemas load") {
+                panic!("{} returned a result that breaks its schema: {v}\n{}", outcome.method, outcome.stdout);
+            }
+        }
+        1 => check_error_object(&value),
+        other => panic!("{} exited with {other}; the protocol allows 0 and 1\n{}", outcome.method, outcome.stderr),
+    }
+}
+
+/// Fails the test unless `value` is `{"code": s, "params": [s…], "backtrace": {"error": s,
+/// "files": [s…], "lines": [int…]}}`.
+pub fn check_error_object(value: &Value) {
+    let strings = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    assert!(value["code"].is_string(), "error object without a string code: {value}");
+    assert!(strings(&value["params"]), "error params must be strings: {value}");
+    assert!(value["backtrace"]["error"].is_string(), "backtrace.error: {value}");
+    assert!(strings(&value["backtrace"]["files"]), "backtrace.files: {value}");
+    assert!(
+        value["backtrace"]["lines"].as_array().is_some_and(|a| a.iter().all(|l| l.is_i64())),
+        "backtrace.lines: {value}"
+    );
+    assert_eq!(value.as_object().map(|o| o.len()), Some(3), "exactly code, params, backtrace: {value}");
+}
+
+/// The single-node test cluster started by `scripts/ceph-lab/cluster-up.sh`.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// `CEPH_CONF`.
+    pub conf: PathBuf,
+    /// `CEPH_KEYRING`.
+    pub keyring: PathBuf,
+    /// `CEPH_USER`.
+    pub user: String,
+    /// `CEPH_MON_HOST`.
+    pub mon_host: String,
+    /// `CEPH_POOL`.
+    pub pool: String,
+    /// `CEPH_LAB_DIR`.
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// Reads `$CEPHRBD_LAB_DIR/env` (default `/tmp/cephrbd-lab/env`). Panics with the fix if
+    /// the cluster was not started: real-cluster tests never skip silently.
+    pub fn get() -> Lab {
+        let dir = std::env::var_os("CEPHRBD_LAB_DIR").map_or_else(|| PathBuf::from("/tmp/cephrbd-lab"), PathBuf::from);
+        let path = dir.join("env");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "no test cluster ({}: {e}); start one with scripts/ceph-lab/cluster-up.sh or run scripts/test",
+                path.display()
+            )
+        });
+        let vars: BTreeMap<&str, &str> = text
+            .lines()
+            .filter_map(|l| l.trim().trim_start_matches("export ").split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"').trim_matches('\'')))
+            .collect();
+        let var = |k: &str| (*vars.get(k).unwrap_or_else(|| panic!("{} lacks {k}", path.display()))).to_owned();
+        Lab {
+            conf: PathBuf::from(var("CEPH_CONF")),
+            keyring: PathBuf::from(var("CEPH_KEYRING")),
+            user: var("CEPH_USER"),
+            mon_host: var("CEPH_MON_HOST"),
+            pool: var("CEPH_POOL"),
+            dir: PathBuf::from(var("CEPH_LAB_DIR")),
+        }
+    }
+
+    /// The device-config an administrator would write for this cluster.
+    pub fn device_config(&self) -> Value {
+        json!({
+            "pool": self.pool,
+            "ceph_conf": self.conf.display().to_string(),
+            "ceph_user": self.user,
+            "keyring": self.keyring.display().to_string(),
+        })
+    }
+
+    /// The driver's connection to this cluster with a time limit.
+    pub fn conn(&self, timeout: Duration) -> common::ceph::Conn {
+        common::ceph::Conn {
+            conf: self.conf.clone(),
+            id: self.user.clone(),
+            keyring: Some(self.keyring.clone()),
+            mon_host: None,
+            timeout,
+        }
+    }
+
+    /// Runs `rbd` against the lab as an administrator would (for assertions), returning
+    /// stdout; panics on failure.
+    pub fn rbd(&self, args: &[&str]) -> String {
+        let out = Command::new("rbd")
+            .args(["--conf", &self.conf.display().to_string(), "--id", &self.user, "--keyring"])
+            .arg(&self.keyring)
+            .args(args)
+            .output()
+            .expect("run rbd");
+        assert!(out.status.success(), "rbd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+}
+
+/// A unique name for a test's objects (`t-<uuid>`), so tests never see each other's.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

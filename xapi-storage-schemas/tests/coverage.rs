@@ -43,7 +43,8 @@ fn every_schema_requires_exactly_the_idl_parameters_in_order() {
         let doc: Value = serde_json::from_str(text).expect("valid JSON");
         assert_eq!(doc["title"], method.as_str());
         let args = &doc["$defs"]["args"];
-        let required: Vec<&str> = args["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
+        let required: Vec<&str> =
+            args["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
         assert_eq!(required, params, "{method}: required must list the IDL parameters in declaration order");
         let declared: Vec<&String> = args["properties"].as_object().expect("properties").keys().collect();
         assert_eq!(declared.len(), params.len(), "{method}: a property for each parameter, nothing else");

@@ -1,0 +1,267 @@
+//! Typed wrappers over the `rbd` and `ceph` subcommands cephrbd uses, one function each.
+//!
+//! Each takes the [`Conn`] and an image spec (`pool/namespace/image[@snap]`) and returns a
+//! typed value. Idempotent primitives say what happened ([`Action`]): deleting what is
+//! already gone, or protecting what is already protected, is `Identity`, not an error, so
+//! every operation can be retried after a partial failure.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tracing::debug;
+
+use crate::ceph::{CephError, Conn, Kind};
+
+/// What an idempotent step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// It changed something (created, deleted, protected…).
+    Done,
+    /// It was already so; nothing changed.
+    Identity,
+}
+
+fn identity_if(result: Result<(), CephError>, kind: Kind, step: &str) -> Result<Action, CephError> {
+    match result {
+        Ok(()) => Ok(Action::Done),
+        Err(e) if e.kind() == kind => {
+            debug!(step, "already done: {e}");
+            Ok(Action::Identity)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn run(conn: &Conn, what: &str, args: &[&str]) -> Result<(), CephError> {
+    conn.rbd(what, args).map(drop)
+}
+
+/// `rbd create --size <bytes>B --image-feature … <spec>`.
+pub fn create(conn: &Conn, spec: &str, size: u64, features: &[String]) -> Result<(), CephError> {
+    let size = format!("{size}B");
+    let features = features.join(",");
+    run(conn, &format!("image {spec}"), &["create", "--size", &size, "--image-feature", &features, spec])
+}
+
+/// `rbd rm <spec>`; `Identity` if it is already gone.
+pub fn remove(conn: &Conn, spec: &str) -> Result<Action, CephError> {
+    identity_if(run(conn, &format!("image {spec}"), &["rm", "--no-progress", spec]), Kind::NotFound, "rm")
+}
+
+/// `rbd resize --size <bytes>B <spec>` (never shrinks: rbd refuses without --allow-shrink).
+pub fn resize(conn: &Conn, spec: &str, size: u64) -> Result<(), CephError> {
+    let size = format!("{size}B");
+    run(conn, &format!("image {spec}"), &["resize", "--no-progress", "--size", &size, spec])
+}
+
+/// `rbd snap create <spec>@<snap>`.
+pub fn snap_create(conn: &Conn, snap_spec: &str) -> Result<(), CephError> {
+    run(conn, &format!("snapshot {snap_spec}"), &["snap", "create", "--no-progress", snap_spec])
+}
+
+/// `rbd snap protect`; `Identity` if already protected.
+pub fn snap_protect(conn: &Conn, snap_spec: &str) -> Result<Action, CephError> {
+    identity_if(run(conn, &format!("snapshot {snap_spec}"), &["snap", "protect", snap_spec]), Kind::Busy, "protect")
+}
+
+/// `rbd snap unprotect`; `Identity` if not protected (EINVAL) or gone.
+pub fn snap_unprotect(conn: &Conn, snap_spec: &str) -> Result<Action, CephError> {
+    let result = run(conn, &format!("snapshot {snap_spec}"), &["snap", "unprotect", snap_spec]);
+    match identity_if(result, Kind::Invalid, "unprotect") {
+        Err(e) if e.kind() == Kind::NotFound => Ok(Action::Identity),
+        other => other,
+    }
+}
+
+/// `rbd snap rm`; `Identity` if already gone.
+pub fn snap_remove(conn: &Conn, snap_spec: &str) -> Result<Action, CephError> {
+    identity_if(
+        run(conn, &format!("snapshot {snap_spec}"), &["snap", "rm", "--no-progress", snap_spec]),
+        Kind::NotFound,
+        "snap rm",
+    )
+}
+
+/// `rbd clone <parent@snap> <child>` with the child's features.
+pub fn clone(conn: &Conn, snap_spec: &str, child: &str, features: &[String]) -> Result<(), CephError> {
+    let features = features.join(",");
+    run(conn, &format!("image {child}"), &["clone", "--image-feature", &features, snap_spec, child])
+}
+
+/// One snapshot of an image (`rbd snap ls --format json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Snap {
+    /// Its name.
+    pub name: String,
+    /// "true"/"false" as a string (sic).
+    #[serde(default)]
+    pub protected: String,
+}
+
+/// `rbd snap ls`: every user snapshot of an image.
+pub fn snap_ls(conn: &Conn, spec: &str) -> Result<Vec<Snap>, CephError> {
+    conn.rbd_json(&format!("image {spec}"), &["snap", "ls", spec], "[]")
+}
+
+/// A child image of a snapshot (`rbd children --format json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Child {
+    /// The child's image name.
+    pub image: String,
+}
+
+/// `rbd children <spec@snap>`: the clones of a snapshot.
+pub fn children(conn: &Conn, snap_spec: &str) -> Result<Vec<Child>, CephError> {
+    conn.rbd_json(&format!("snapshot {snap_spec}"), &["children", snap_spec], "[]")
+}
+
+/// `rbd ls <pool>/<namespace>`: every image name in a namespace.
+pub fn ls(conn: &Conn, pool: &str, namespace: &str) -> Result<Vec<String>, CephError> {
+    conn.rbd_json(&format!("namespace {pool}/{namespace}"), &["ls", "--pool", pool, "--namespace", namespace], "[]")
+}
+
+/// One entry of `rbd du --format json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Usage {
+    /// The image.
+    pub name: String,
+    /// The snapshot, for a snapshot's own usage.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Bytes used.
+    pub used_size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct DuOutput {
+    #[serde(default)]
+    images: Vec<Usage>,
+}
+
+/// `rbd du` of one namespace, or of one image (`image` = its spec): used bytes of every
+/// image and snapshot (cheap with fast-diff).
+pub fn du(conn: &Conn, pool: &str, namespace: &str, image: Option<&str>) -> Result<Vec<Usage>, CephError> {
+    let out: DuOutput = match image {
+        Some(spec) => conn.rbd_json(&format!("image {spec}"), &["du", spec], "{}")?,
+        None => conn.rbd_json(
+            &format!("namespace {pool}/{namespace}"),
+            &["du", "--pool", pool, "--namespace", namespace],
+            "{}",
+        )?,
+    };
+    Ok(out.images)
+}
+
+/// `rbd namespace create`; `Identity` if it exists.
+pub fn namespace_create(conn: &Conn, pool: &str, namespace: &str) -> Result<Action, CephError> {
+    let what = format!("namespace {pool}/{namespace}");
+    identity_if(
+        run(conn, &what, &["namespace", "create", "--pool", pool, "--namespace", namespace]),
+        Kind::AlreadyExists,
+        "ns",
+    )
+}
+
+/// `rbd namespace remove`; `Identity` if it is gone.
+pub fn namespace_remove(conn: &Conn, pool: &str, namespace: &str) -> Result<Action, CephError> {
+    let what = format!("namespace {pool}/{namespace}");
+    identity_if(
+        run(conn, &what, &["namespace", "remove", "--pool", pool, "--namespace", namespace]),
+        Kind::NotFound,
+        "ns rm",
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct NamespaceEntry {
+    name: String,
+}
+
+/// `rbd namespace ls <pool>`.
+pub fn namespace_ls(conn: &Conn, pool: &str) -> Result<Vec<String>, CephError> {
+    let entries: Vec<NamespaceEntry> =
+        conn.rbd_json(&format!("pool {pool}"), &["namespace", "ls", "--pool", pool], "[]")?;
+    Ok(entries.into_iter().map(|e| e.name).collect())
+}
+
+/// `rbd image-meta list`: every key of an image (empty output means no keys).
+pub fn meta_list(conn: &Conn, spec: &str) -> Result<BTreeMap<String, String>, CephError> {
+    conn.rbd_json(&format!("image {spec}"), &["image-meta", "list", spec], "{}")
+}
+
+/// `rbd image-meta get`: one key, `None` if absent.
+pub fn meta_get(conn: &Conn, spec: &str, key: &str) -> Result<Option<String>, CephError> {
+    match conn.rbd(&format!("key {key} of {spec}"), &["image-meta", "get", spec, "--", key]) {
+        // `get` prints the value followed by a newline it adds.
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok(Some(text.strip_suffix('\n').unwrap_or(&text).to_owned()))
+        }
+        Err(e) if e.kind() == Kind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `rbd image-meta set` (the value must not be empty: callers encode).
+pub fn meta_set(conn: &Conn, spec: &str, key: &str, value: &str) -> Result<(), CephError> {
+    run(conn, &format!("image {spec}"), &["image-meta", "set", spec, "--", key, value])
+}
+
+/// `rbd image-meta remove`; `Identity` if absent.
+pub fn meta_remove(conn: &Conn, spec: &str, key: &str) -> Result<Action, CephError> {
+    identity_if(
+        run(conn, &format!("key {key} of {spec}"), &["image-meta", "remove", spec, "--", key]),
+        Kind::NotFound,
+        "meta rm",
+    )
+}
+
+/// One pool of `ceph df detail`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolDf {
+    /// The pool's name.
+    pub name: String,
+    /// Its statistics.
+    pub stats: PoolStats,
+}
+
+/// The statistics of one pool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolStats {
+    /// Bytes stored (before replication).
+    pub stored: u64,
+    /// Bytes that can still be written (after replication).
+    pub max_avail: u64,
+    /// The pool's byte quota; 0 = none.
+    #[serde(default)]
+    pub quota_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Df {
+    pools: Vec<PoolDf>,
+}
+
+/// `ceph df detail`: every pool's usage and quota.
+pub fn df(conn: &Conn) -> Result<Vec<PoolDf>, CephError> {
+    let df: Df = conn.ceph_json("cluster usage", &["df", "detail"])?;
+    Ok(df.pools)
+}
+
+/// One pool of `ceph osd pool ls detail`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolInfo {
+    /// The pool's name.
+    pub pool_name: String,
+    /// Applications enabled on it (`rbd`, `cephfs`, `rgw`).
+    #[serde(default)]
+    pub application_metadata: BTreeMap<String, serde_json::Value>,
+    /// Pool flags (`full`, `full_quota`, …).
+    #[serde(default)]
+    pub flags_names: String,
+}
+
+/// `ceph osd pool ls detail`: every pool.
+pub fn pools(conn: &Conn) -> Result<Vec<PoolInfo>, CephError> {
+    conn.ceph_json("pools", &["osd", "pool", "ls", "detail"])
+}
