@@ -51,8 +51,6 @@ pub const SIGNATURES: &[(&str, Kind)] = &[
     ("RADOS permission denied", Kind::PermissionDenied),
     ("(110) Connection timed out", Kind::Unreachable),
     ("RADOS timed out", Kind::Unreachable),
-    ("error connecting to the cluster", Kind::Unreachable),
-    ("couldn't connect to the cluster", Kind::Unreachable),
     ("(122) Disk quota exceeded", Kind::NoSpace),
     ("(28) No space left on device", Kind::NoSpace),
     ("image has snapshots", Kind::HasSnapshots),
@@ -364,7 +362,6 @@ mod tests {
             ("rbd: error opening image nope: (2) No such file or directory", Kind::NotFound),
             ("rbd: create error: (17) File exists", Kind::AlreadyExists),
             ("rbd: error: image still has watchers\nThis means the image is still open or the client using it crashed.", Kind::Busy),
-            ("2026-11-25T01:00:00.000+0000 7f auth: unable to find a keyring\nrbd: couldn't connect to the cluster!", Kind::Unreachable),
             ("[errno 13] RADOS permission denied (error connecting to the cluster)", Kind::PermissionDenied),
             ("[errno 110] RADOS timed out (error connecting to the cluster)", Kind::Unreachable),
             ("rbd: delete error: (122) Disk quota exceeded", Kind::NoSpace),
@@ -375,7 +372,10 @@ mod tests {
         for (stderr, kind) in samples {
             assert_eq!(classify(stderr, Some(1)), kind, "{stderr}");
         }
-        // Messages without an errno in the text fall back to the exit status.
+        // Messages without an errno in the text fall back to the exit status: "couldn't
+        // connect to the cluster!" alone is a refused key (13) or a timeout (110).
+        assert_eq!(classify("rbd: couldn't connect to the cluster!", Some(13)), Kind::PermissionDenied);
+        assert_eq!(classify("rbd: couldn't connect to the cluster!", Some(110)), Kind::Unreachable);
         assert_eq!(classify("rbd: snap is already unprotected", Some(22)), Kind::Invalid);
         assert_eq!(classify("rbd: snap is already protected", Some(16)), Kind::Busy);
         assert_eq!(classify("rbd: snapshot 's1' is protected from removal.", Some(16)), Kind::Busy);

@@ -77,6 +77,27 @@ impl DeviceConfig {
         Self::parse_inner(raw, false)
     }
 
+    /// Checks that the keyring, when one is named and readable, holds a key for the user:
+    /// without one, cephx would retry until the time limit instead of failing.
+    pub fn check_keyring(&self) -> Result<(), RequestError> {
+        let Some(path) = &self.keyring else { return Ok(()) };
+        let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+        let entity = format!("client.{}", self.ceph_user);
+        let sections: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+            .map(str::trim)
+            .collect();
+        if sections.contains(&entity.as_str()) {
+            return Ok(());
+        }
+        Err(RequestError::BadConfigValue {
+            key: "keyring",
+            value: path.display().to_string(),
+            reason: format!("it has no key for {entity} (it holds: {})", sections.join(", ")),
+        })
+    }
+
     fn parse_inner(raw: &BTreeMap<String, String>, pool_required: bool) -> Result<Self, RequestError> {
         let mut canonical: BTreeMap<&'static str, &str> = BTreeMap::new();
         for (key, value) in raw {

@@ -108,6 +108,7 @@ fn pool_namespaces(conn: &Conn, pool: &str) -> Result<Vec<String>, OpError> {
 /// configuration. On failure, what was created is removed.
 pub fn create(_ctx: &Ctx, req: CreateArgs) -> Result<BTreeMap<String, String>, OpError> {
     let mut config = DeviceConfig::parse(&req.configuration)?;
+    config.check_keyring()?;
     let uuid = parse_uuid("uuid", &req.uuid)?;
     if let Some(given) = config.sr_uuid.filter(|u| *u != uuid) {
         return Err(RequestError::BadConfigValue {
@@ -176,6 +177,7 @@ fn returned_config(given: &BTreeMap<String, String>, sr: &SrUri) -> BTreeMap<Str
 /// The SR a configuration names, checked to exist (one `image-meta get`).
 fn open_config(configuration: &BTreeMap<String, String>) -> Result<SrUri, OpError> {
     let config = DeviceConfig::parse(configuration)?;
+    config.check_keyring()?;
     let uuid = config.sr_uuid.ok_or(RequestError::MissingConfigKey { key: "sr_uuid" })?;
     let sr = SrUri::from_config(&config, uuid);
     let found: Option<SrRecord> = Header::of(&sr)
@@ -350,6 +352,7 @@ fn set_field(sr: &str, key: MetaKey, value: &str) -> Result<(), OpError> {
 /// for SR.attach, with `sr_uuid`, and its `sr_stat`).
 pub fn probe(_ctx: &Ctx, req: ConfigArgs) -> Result<Vec<ProbeResult>, OpError> {
     let config = DeviceConfig::parse_for_probe(&req.configuration)?;
+    config.check_keyring()?;
     let conn = Conn::from_config(&config);
     let (pools, df) = thread::scope(|s| {
         let df = s.spawn(|| rbd::df(&conn));

@@ -352,3 +352,119 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An SR created through the plugin in a fresh namespace (`t-<uuid>`) of the lab's pool,
+/// destroyed with everything in it when dropped (unless `KEEP_TEST_STATE=1`).
+#[derive(Debug)]
+pub struct TestSr {
+    /// The volume plugin.
+    pub plugin: Plugin,
+    /// The cluster.
+    pub lab: Lab,
+    /// The configuration SR.create returned (the PBD's device-config).
+    pub config: Value,
+    /// The SR string SR.attach returned.
+    pub sr: String,
+    /// The SR uuid.
+    pub uuid: String,
+    /// The namespace.
+    pub namespace: String,
+}
+
+impl TestSr {
+    /// SR.create + SR.attach, as `xe sr-create` and PBD.plug do.
+    pub fn new() -> TestSr {
+        Self::with_config(|_| {})
+    }
+
+    /// Like [`TestSr::new`], after `edit` changed the device-config.
+    pub fn with_config(edit: impl FnOnce(&mut Value)) -> TestSr {
+        let lab = Lab::get();
+        let plugin = Plugin::new(Kind::Volume);
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let namespace = unique("t");
+        let mut config = lab.device_config();
+        config["namespace"] = json!(namespace);
+        edit(&mut config);
+        let config = plugin
+            .call(
+                "SR.create",
+                json!({"uuid": uuid, "configuration": config, "name": "test SR", "description": "made by a test"}),
+            )
+            .ok();
+        let sr =
+            plugin.call("SR.attach", json!({"configuration": config})).ok().as_str().expect("sr string").to_owned();
+        TestSr { plugin, lab, config, sr, uuid, namespace }
+    }
+
+    /// Calls a method with `sr` added to the arguments.
+    pub fn call(&self, method: &str, mut args: Value) -> Outcome {
+        args["sr"] = json!(self.sr);
+        self.plugin.call(method, args)
+    }
+
+    /// `Volume.create` of `size` bytes; returns the volume record.
+    pub fn create_volume(&self, name: &str, size: i64) -> Value {
+        self.call("Volume.create", json!({"name": name, "description": "", "size": size, "sharable": false})).ok()
+    }
+
+    /// The image names in the SR's namespace (`rbd ls`).
+    pub fn images(&self) -> Vec<String> {
+        let out = self.lab.rbd(&["ls", "--format", "json", "--pool", &self.lab.pool, "--namespace", &self.namespace]);
+        serde_json::from_str(&out).expect("rbd ls json")
+    }
+
+    /// The snapshot names of an image of the SR.
+    pub fn snapshots(&self, image: &str) -> Vec<String> {
+        let spec = format!("{}/{}/{image}", self.lab.pool, self.namespace);
+        let out = self.lab.rbd(&["snap", "ls", "--all", "--format", "json", &spec]);
+        let snaps: Vec<Value> = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).expect("json");
+        snaps.iter().filter_map(|s| s["name"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The entries of the pool's trash in the SR's namespace.
+    pub fn trash(&self) -> Vec<Value> {
+        let out = self.lab.rbd(&[
+            "trash",
+            "ls",
+            "--format",
+            "json",
+            "--pool",
+            &self.lab.pool,
+            "--namespace",
+            &self.namespace,
+        ]);
+        serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).expect("json")
+    }
+
+    /// Every volume (`SR.ls`).
+    pub fn ls(&self) -> Vec<Value> {
+        self.call("SR.ls", json!({})).ok().as_array().expect("array").clone()
+    }
+}
+
+impl Drop for TestSr {
+    fn drop(&mut self) {
+        if std::env::var("KEEP_TEST_STATE").as_deref() == Ok("1") {
+            return;
+        }
+        let volumes = self.plugin.call("SR.ls", json!({"sr": self.sr}));
+        if volumes.status == 0 {
+            // Snapshots last: destroying their dependants first reclaims more at once.
+            let mut list = volumes.value().as_array().cloned().unwrap_or_default();
+            list.sort_by_key(|v| v["read_write"] == json!(false));
+            for v in list {
+                let _ = self.plugin.call_raw(
+                    "Volume.destroy",
+                    &["--json"],
+                    &serde_json::to_vec(&json!({"dbg": "cleanup", "sr": self.sr, "key": v["key"]})).expect("json"),
+                );
+            }
+        }
+        let _ = self.plugin.call_raw(
+            "SR.destroy",
+            &["--json"],
+            &serde_json::to_vec(&json!({"dbg": "cleanup", "sr": self.sr})).expect("json"),
+        );
+    }
+}
