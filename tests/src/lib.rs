@@ -373,11 +373,11 @@ pub struct TestSr {
 
 impl TestSr {
     /// SR.create + SR.attach, as `xe sr-create` and PBD.plug do.
-    pub fn new() -> TestSr {
+    pub fn create() -> TestSr {
         Self::with_config(|_| {})
     }
 
-    /// Like [`TestSr::new`], after `edit` changed the device-config.
+    /// Like [`TestSr::create`], after `edit` changed the device-config.
     pub fn with_config(edit: impl FnOnce(&mut Value)) -> TestSr {
         let lab = Lab::get();
         let plugin = Plugin::new(Kind::Volume);

@@ -25,7 +25,7 @@ fn image_of(v: &Value) -> String {
 
 #[test]
 fn ceph_xapi_lifecycle_leaves_nothing_behind() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     // PBD.plug: SR.attach is idempotent, then SR.stat twice.
     let again = t.plugin.call("SR.attach", json!({"configuration": t.config})).ok();
     assert_eq!(again, json!(t.sr));
@@ -116,7 +116,7 @@ fn ceph_xapi_lifecycle_leaves_nothing_behind() {
 
 #[test]
 fn ceph_destroy_with_dependants_reclaims_when_the_last_goes() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let base = t.create_volume("base", 64 << 20);
     let snap = t.call("Volume.snapshot", json!({"key": key(&base)})).ok();
     let clone = t.call("Volume.clone", json!({"key": key(&snap)})).ok();
@@ -138,7 +138,7 @@ fn ceph_destroy_with_dependants_reclaims_when_the_last_goes() {
 
 #[test]
 fn ceph_a_destroyed_clone_releases_its_hidden_base_snapshot() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let disk = t.create_volume("d", 64 << 20);
     let clone = t.call("Volume.clone", json!({"key": key(&disk)})).ok();
     assert_eq!(t.snapshots(&image_of(&disk)).len(), 1);
@@ -150,7 +150,7 @@ fn ceph_a_destroyed_clone_releases_its_hidden_base_snapshot() {
 
 #[test]
 fn ceph_keys_names_and_flags_persist_verbatim() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let v = t.call("Volume.create", json!({"name": "n", "description": "d", "size": 4096, "sharable": true})).ok();
     let k = key(&v);
     let values = [
@@ -185,7 +185,7 @@ fn ceph_keys_names_and_flags_persist_verbatim() {
 
 #[test]
 fn ceph_resize_grows_and_refuses_to_shrink() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let v = t.create_volume("r", 64 << 20);
     let k = key(&v);
     t.call("Volume.resize", json!({"key": k, "new_size": (128 << 20) + 1})).ok();
@@ -201,7 +201,7 @@ fn ceph_resize_grows_and_refuses_to_shrink() {
 
 #[test]
 fn ceph_probe_finds_pools_and_existing_srs() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let mut connection = t.lab.device_config();
     connection.as_object_mut().expect("object").remove("pool");
     let results = t.plugin.call("SR.probe", json!({"configuration": connection})).ok();
@@ -224,7 +224,7 @@ fn ceph_probe_finds_pools_and_existing_srs() {
 
 #[test]
 fn ceph_create_twice_is_idempotent_and_a_taken_namespace_is_refused() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let again = t
         .plugin
         .call("SR.create", json!({"uuid": t.uuid, "configuration": t.config, "name": "test SR", "description": ""}))
@@ -243,7 +243,7 @@ fn ceph_create_twice_is_idempotent_and_a_taken_namespace_is_refused() {
 /// Bad requests: a clear error, and nothing changes in the SR or the pool.
 #[test]
 fn ceph_bad_input_changes_nothing() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let v = t.create_volume("keep", 4096);
     let before = (t.ls(), t.images());
     let huge = 1i64 << 51;
@@ -318,7 +318,7 @@ fn ceph_bad_device_config_is_refused_before_anything_happens() {
 
 #[test]
 fn ceph_unreachable_cluster_is_reported_by_sr_stat_within_the_limit() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut sr = common::uri::SrUri::parse(&t.sr).expect("ours");
     sr.conn.mon_host = Some(listener.local_addr().expect("addr").to_string());
@@ -361,7 +361,7 @@ fn ceph_sr_stat_is_quota_aware() {
 /// them setting keys on one shared volume: nothing is lost.
 #[test]
 fn ceph_parallel_processes_lose_nothing() {
-    let t = TestSr::new();
+    let t = TestSr::create();
     let shared = key(&t.create_volume("shared", 4096));
     let workers = 8;
     std::thread::scope(|s| {
