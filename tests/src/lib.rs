@@ -57,8 +57,9 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    dir.to_path_buf()
+    let dir = exe.parent().expect("target/<profile>[/deps]");
+    // Test binaries live in target/<profile>/deps, programs in target/<profile>.
+    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().unwrap_or(dir) } else { dir }.to_path_buf()
 }
 
 /// The path of a built executable; panics with the fix if it was not built.
