@@ -277,6 +277,11 @@ impl Lab {
     /// the cluster was not started: real-cluster tests never skip silently.
     pub fn get() -> Lab {
         let dir = std::env::var_os("CEPHRBD_LAB_DIR").map_or_else(|| PathBuf::from("/tmp/cephrbd-lab"), PathBuf::from);
+        Lab::from_dir(&dir)
+    }
+
+    /// Reads `<dir>/env`.
+    pub fn from_dir(dir: &Path) -> Lab {
         let path = dir.join("env");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
@@ -380,7 +385,11 @@ impl TestSr {
 
     /// Like [`TestSr::create`], after `edit` changed the device-config.
     pub fn with_config(edit: impl FnOnce(&mut Value)) -> TestSr {
-        let lab = Lab::get();
+        Self::on(Lab::get(), edit)
+    }
+
+    /// Like [`TestSr::with_config`], on another cluster.
+    pub fn on(lab: Lab, edit: impl FnOnce(&mut Value)) -> TestSr {
         let plugin = Plugin::new(Kind::Volume);
         let uuid = uuid::Uuid::new_v4().to_string();
         let namespace = unique("t");
@@ -467,5 +476,60 @@ impl Drop for TestSr {
             &["--json"],
             &serde_json::to_vec(&json!({"dbg": "cleanup", "sr": self.sr})).expect("json"),
         );
+    }
+}
+
+/// A cluster of a test's own (in `/tmp/cephrbd-lab-<label>-<id>`, msgr2 only on a free
+/// port, no mgr), for tests that stop or break daemons; torn down when dropped.
+#[derive(Debug)]
+pub struct PrivateLab {
+    /// The cluster.
+    pub lab: Lab,
+}
+
+impl PrivateLab {
+    /// Starts it (about 1 s).
+    pub fn start(label: &str) -> PrivateLab {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let dir = std::env::temp_dir().join(format!("cephrbd-lab-{label}-{}", uuid::Uuid::new_v4().simple()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-lab/cluster-up.sh");
+        let out = Command::new(script)
+            .arg(&dir)
+            .env("CEPH_LAB_MGR", "0")
+            .env("CEPH_LAB_V1_PORT", "0")
+            .env("CEPH_LAB_V2_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cluster-up.sh");
+        assert!(out.status.success(), "cluster-up.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        PrivateLab { lab: Lab::from_dir(&dir) }
+    }
+
+    /// The pid of one of its daemons (`mon.a`, `osd.0`).
+    pub fn pid(&self, daemon: &str) -> i32 {
+        let path = self.lab.dir.join("run").join(format!("{daemon}.pid"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`) to one of its daemons.
+    pub fn signal(&self, daemon: &str, signal: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.pid(daemon).to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{signal} {daemon}");
+    }
+}
+
+impl Drop for PrivateLab {
+    fn drop(&mut self) {
+        // A stopped daemon must be resumed to be stopped.
+        for daemon in ["mon.a", "osd.0"] {
+            let _ = Command::new("kill").arg("-CONT").arg(self.pid(daemon).to_string()).status();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-lab/cluster-down.sh");
+        let _ = Command::new(script).arg(&self.lab.dir).stdin(Stdio::null()).output();
     }
 }

@@ -388,3 +388,59 @@ fn ceph_parallel_processes_lose_nothing() {
         assert!(v["keys"].as_object().is_some_and(|k| k.len() == 3 || k.is_empty()), "{v}");
     }
 }
+
+/// A stopped monitor (SIGSTOP: the process is there, the port accepts, nothing answers):
+/// SR.stat reports Unreachable within the SR's time limit, and Healthy once it resumes.
+#[test]
+fn ceph_stopped_monitor_gives_unreachable_within_the_limit_then_recovers() {
+    let private = cephrbd_tests::PrivateLab::start("stopmon");
+    let t = TestSr::on(private.lab.clone(), |c| c["timeout"] = json!("4"));
+    assert_eq!(t.call("SR.stat", json!({})).ok()["health"][0], "Healthy");
+    private.signal("mon.a", "STOP");
+    let started = std::time::Instant::now();
+    let stat = t.call("SR.stat", json!({})).ok();
+    let elapsed = started.elapsed();
+    let (name, _) = t
+        .call("Volume.create", json!({"name": "x", "description": "", "size": 4096, "sharable": false}))
+        .error_name_and_message();
+    private.signal("mon.a", "CONT");
+    assert_eq!(stat["health"][0], "Unreachable", "{stat}");
+    assert!(elapsed < std::time::Duration::from_secs(10), "SR.stat took {elapsed:?} with a 4 s limit");
+    assert_eq!(name, "Ceph_unreachable");
+    let ok = cephrbd_tests::wait_until(std::time::Duration::from_secs(30), || {
+        t.plugin
+            .call_raw(
+                "SR.stat",
+                &["--json"],
+                serde_json::to_string(&json!({"dbg": "d", "sr": t.sr})).expect("json").as_bytes(),
+            )
+            .status
+            == 0
+    });
+    assert!(ok);
+    assert_eq!(t.call("SR.stat", json!({})).ok()["health"][0], "Healthy", "recovered");
+    t.create_volume("after recovery", 4096);
+}
+
+#[test]
+fn ceph_destroy_of_a_non_empty_sr_is_refused() {
+    let t = TestSr::create();
+    t.create_volume("still here", 4096);
+    let (name, message) = t.call("SR.destroy", json!({})).error_name_and_message();
+    assert_eq!(name, "SR_not_empty", "{message}");
+    assert!(message.contains("1 volume"), "{message}");
+    assert_eq!(t.ls().len(), 1, "nothing changed");
+}
+
+/// With fast-diff, physical_utilisation is what the image really uses.
+#[test]
+fn ceph_usage_is_real_with_fast_diff() {
+    let t = TestSr::with_config(|c| c["image_features"] = json!("layering,exclusive-lock,object-map,fast-diff"));
+    let v = t.create_volume("used", 64 << 20);
+    assert_eq!(v["physical_utilisation"], 0);
+    let spec = format!("{}/{}/{}", t.lab.pool, t.namespace, image_of(&v));
+    t.lab.rbd(&["bench", "--io-type", "write", "--io-size", "4M", "--io-total", "8M", "--io-pattern", "seq", &spec]);
+    let used = t.call("Volume.stat", json!({"key": key(&v)})).ok()["physical_utilisation"].as_i64().expect("int");
+    assert_eq!(used, 8 << 20);
+    assert_eq!(t.ls()[0]["physical_utilisation"], json!(8 << 20));
+}
