@@ -80,29 +80,32 @@ lab_find_pids() {
     return 0
 }
 
-# lab_stop_pids PID...: TERM, wait up to 1.5 s, then KILL (and wait up to 1 s more).
-lab_stop_pids() {
-    local pid _ left
-    [ "$#" -gt 0 ] || return 0
-    kill -TERM "$@" 2>/dev/null || true
-    for _ in $(seq 1 30); do
+# lab_wait_gone N PID...: polls every 50 ms, N times at most; true once all PIDs are dead.
+lab_wait_gone() {
+    local tries=$1 pid _ left
+    shift
+    for _ in $(seq 1 "$tries"); do
         left=0
         for pid in "$@"; do lab_alive "$pid" && left=1; done
         [ "$left" = 0 ] && return 0
         sleep 0.05
     done
+    return 1
+}
+
+# lab_stop_pids PID...: TERM, wait up to 1.5 s, then KILL (and wait up to 1 s more).
+lab_stop_pids() {
+    local pid
+    [ "$#" -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    lab_wait_gone 30 "$@" && return 0
     for pid in "$@"; do
         if lab_alive "$pid"; then
             lab_log "pid $pid did not stop within 1.5 s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
     done
-    for _ in $(seq 1 20); do
-        left=0
-        for pid in "$@"; do lab_alive "$pid" && left=1; done
-        [ "$left" = 0 ] && return 0
-        sleep 0.05
-    done
+    lab_wait_gone 20 "$@" && return 0
     lab_log "WARNING: still alive after SIGKILL: $*"
 }
 

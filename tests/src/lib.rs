@@ -329,13 +329,22 @@ impl Lab {
     /// Runs `rbd` against the lab as an administrator would (for assertions), returning
     /// stdout; panics on failure.
     pub fn rbd(&self, args: &[&str]) -> String {
-        let out = Command::new("rbd")
+        self.admin("rbd", args)
+    }
+
+    /// Runs `ceph` against the lab as an administrator would; panics on failure.
+    pub fn ceph(&self, args: &[&str]) -> String {
+        self.admin("ceph", args)
+    }
+
+    fn admin(&self, program: &str, args: &[&str]) -> String {
+        let out = Command::new(program)
             .args(["--conf", &self.conf.display().to_string(), "--id", &self.user, "--keyring"])
             .arg(&self.keyring)
             .args(args)
             .output()
-            .expect("run rbd");
-        assert!(out.status.success(), "rbd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).expect("utf8")
     }
 }
@@ -531,5 +540,6 @@ impl Drop for PrivateLab {
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-lab/cluster-down.sh");
         let _ = Command::new(script).arg(&self.lab.dir).stdin(Stdio::null()).output();
+        let _ = std::fs::remove_file(self.lab.dir.with_extension("lock"));
     }
 }

@@ -334,18 +334,9 @@ fn ceph_unreachable_cluster_is_reported_by_sr_stat_within_the_limit() {
 fn ceph_sr_stat_is_quota_aware() {
     let lab = Lab::get();
     let pool = cephrbd_tests::unique("tq");
-    let ceph = |args: &[&str]| {
-        let out = std::process::Command::new("ceph")
-            .args(["--conf", &lab.conf.display().to_string(), "--id", &lab.user, "--keyring"])
-            .arg(&lab.keyring)
-            .args(args)
-            .output()
-            .expect("ceph");
-        assert!(out.status.success(), "ceph {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    ceph(&["osd", "pool", "create", &pool, "8", "8"]);
+    lab.ceph(&["osd", "pool", "create", &pool, "8", "8"]);
     lab.rbd(&["pool", "init", &pool]);
-    ceph(&["osd", "pool", "set-quota", &pool, "max_bytes", "1073741824"]);
+    lab.ceph(&["osd", "pool", "set-quota", &pool, "max_bytes", "1073741824"]);
     let t = TestSr::with_config(|c| c["pool"] = json!(pool));
     let ok = cephrbd_tests::wait_until(std::time::Duration::from_secs(30), || {
         t.call("SR.stat", json!({})).ok()["total_space"] == json!(1i64 << 30)
@@ -354,7 +345,7 @@ fn ceph_sr_stat_is_quota_aware() {
     assert!(ok, "total_space is the quota: {stat}");
     assert!(stat["free_space"].as_i64().expect("int") <= 1 << 30);
     drop(t);
-    ceph(&["osd", "pool", "rm", &pool, &pool, "--yes-i-really-really-mean-it"]);
+    lab.ceph(&["osd", "pool", "rm", &pool, &pool, "--yes-i-really-really-mean-it"]);
 }
 
 /// 8 processes at once, each creating, snapshotting, cloning and setting keys, and all of
