@@ -16,20 +16,25 @@
 //! - [`rbd`]: typed wrappers, one per `rbd`/`ceph` subcommand; [`undo`], [`lock`]: rollback
 //!   of multi-step operations and host-local locks;
 //! - [`protocol`]: the records returned to xapi;
+//! - [`datapath`], [`krbd`], [`qsd`]: the Datapath interface, kernel RBD, and the userspace
+//!   qemu-storage-daemon export;
 //! - [`log`]: `tracing` to stderr and syslog, never stdout.
 
 #![warn(missing_docs)]
 
 pub mod ceph;
 pub mod config;
+pub mod datapath;
 pub mod error;
 pub mod exec;
+pub mod krbd;
 pub mod lock;
 pub mod log;
 pub mod meta;
 pub mod names;
 pub mod plugin;
 pub mod protocol;
+pub mod qsd;
 pub mod rbd;
 pub mod runner;
 pub mod schema;

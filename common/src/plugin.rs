@@ -39,8 +39,13 @@ pub const FEATURE_OF_METHOD: &[(&str, &str)] = &[
     ("Volume.clone", "VDI_CLONE"),
     ("Volume.snapshot", "VDI_SNAPSHOT"),
     ("Volume.resize", "VDI_RESIZE"),
-    ("Datapath.activate_readonly", "VDI_ACTIVATE_READONLY"),
 ];
+
+/// Features of the volume plugin that no method of its own stands for: xapi reads the
+/// datapath's read-only activation from the volume plugin (storage_mux), and images are
+/// thin. Each is tested: `Datapath.activate_readonly` in the datapath tests, thinness by
+/// `physical_utilisation` with fast-diff.
+pub const VOLUME_EXTRA_FEATURES: &[&str] = &["VDI_ACTIVATE_READONLY", "THIN_PROVISIONING"];
 
 /// Arguments of `Plugin.Query` and `Plugin.diagnostics`.
 #[derive(Debug, Deserialize)]
@@ -82,7 +87,11 @@ fn features(operations: &[Operation]) -> Vec<String> {
         .collect()
 }
 
-fn query(ctx: &Ctx, plugin: &str, description: &str, configuration: bool) -> QueryResult {
+fn query(ctx: &Ctx, plugin: &str, description: &str, volume: bool) -> QueryResult {
+    let mut features = features(ctx.operations);
+    if volume {
+        features.extend(VOLUME_EXTRA_FEATURES.iter().map(|f| (*f).to_owned()));
+    }
     QueryResult {
         plugin: plugin.to_owned(),
         name: plugin.to_owned(),
@@ -91,8 +100,8 @@ fn query(ctx: &Ctx, plugin: &str, description: &str, configuration: bool) -> Que
         copyright: "(C) the cephrbd authors, LGPL-2.1-only".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         required_api_version: API_VERSION.to_owned(),
-        features: features(ctx.operations),
-        configuration: if configuration {
+        features,
+        configuration: if volume {
             config::KEYS.iter().map(|(k, d)| ((*k).to_owned(), (*d).to_owned())).collect()
         } else {
             Default::default()

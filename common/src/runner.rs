@@ -193,6 +193,7 @@ pub struct Output {
 pub struct Cmd<'a> {
     program: &'a Program,
     args: Vec<OsString>,
+    env: Vec<(&'static str, String)>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
 }
@@ -200,7 +201,7 @@ pub struct Cmd<'a> {
 impl<'a> Cmd<'a> {
     /// A command that runs `program` for at most `timeout`.
     pub fn new(program: &'a Program, timeout: Duration) -> Self {
-        Cmd { program, args: Vec::new(), stdin: None, timeout }
+        Cmd { program, args: Vec::new(), env: Vec::new(), stdin: None, timeout }
     }
 
     /// Appends one argument.
@@ -219,6 +220,13 @@ impl<'a> Cmd<'a> {
         self
     }
 
+    /// Adds one variable to the child's minimal environment (e.g. `CEPH_ARGS` for a
+    /// program that has no option for what it carries). Logged like an argument.
+    pub fn env(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.env.push((key, value.into()));
+        self
+    }
+
     /// Feeds `input` to the child's stdin (the way to hand it a secret).
     pub fn stdin(mut self, input: Vec<u8>) -> Self {
         self.stdin = Some(input);
@@ -227,7 +235,8 @@ impl<'a> Cmd<'a> {
 
     /// The redacted command line, as logged and as put in errors.
     pub fn display(&self) -> String {
-        let mut words = vec![self.program.name.to_owned()];
+        let mut words: Vec<String> = self.env.iter().map(|(k, v)| redact_text(&format!("{k}={v:?}"))).collect();
+        words.push(self.program.name.to_owned());
         words.extend(redact(&self.args));
         words.join(" ")
     }
@@ -282,6 +291,7 @@ impl<'a> Cmd<'a> {
         cmd.args(&self.args)
             .env_clear()
             .envs(CHILD_ENV.iter().copied())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir("/")
             .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -304,6 +314,25 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
         drop(tx.send(buf));
     });
     rx
+}
+
+/// True if `pid` is a live process (not a zombie) whose command line contains `marker`
+/// (guards against a recycled pid).
+pub fn alive_with(pid: i32, marker: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, None | Some('Z' | 'X')) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(marker)
+}
+
+/// Sends `signal` to `pid`; false if it could not be sent.
+pub fn signal(pid: i32, signal: libc::c_int) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, signal) == 0 }
 }
 
 fn kill_group(pid: u32) {

@@ -5,7 +5,7 @@
 //! [`crate::names`]). Ceph commands per call, on success:
 //! - `SR.create`: 1 `rbd namespace ls` + 1 `rbd namespace create` + 1 `rbd create` + 1
 //!   `image-meta set` (+1 `image-meta list` when the namespace already exists);
-//! - `SR.attach`: 1 `image-meta get`;
+//! - `SR.attach`: 1 `image-meta get` (+ unmapping what a crash left half-mapped);
 //! - `SR.stat`: 1 `image-meta list` + 1 `ceph df detail`, run in parallel;
 //! - `SR.ls`: 1 `image-meta list` (+1 `rbd du` when images have fast-diff), whatever the
 //!   number of volumes;
@@ -194,10 +194,12 @@ fn does_not_exist(sr: &SrUri) -> OpError {
     OpError::SrDoesNotExist { uuid: sr.uuid.to_string(), pool: sr.pool.clone(), namespace: sr.namespace.clone() }
 }
 
-/// `SR.attach`: checks that the SR exists and returns its SR string. Idempotent; leaves no
-/// state on the host.
+/// `SR.attach`: checks that the SR exists, reaps what crashes left of its volumes on this
+/// host (dead daemons, interrupted mappings: [`crate::datapath::reap`]) and returns its SR
+/// string. Idempotent.
 pub fn attach(_ctx: &Ctx, req: ConfigArgs) -> Result<String, OpError> {
     let sr = open_config(&req.configuration)?;
+    crate::datapath::reap(&sr)?;
     info!(sr = %sr.uuid, "SR attached");
     Ok(sr.render())
 }

@@ -1,0 +1,150 @@
+//! Kernel RBD: finding mappings in sysfs, mapping and unmapping with `rbd device`.
+//!
+//! The sysfs root is a parameter so the lookup is unit-tested against a fixture tree
+//! (`/sys/bus/rbd/devices/<id>/{pool,pool_ns,name,current_snap,client_id}`; the device is
+//! `/dev/rbd<id>`). Mappings use `-o noshare`: each has its own Ceph client, so fencing one
+//! (blocklisting its address) never touches another volume mapped on the same host.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::ceph::{CephError, Conn};
+
+/// Where the kernel lists RBD devices, below a sysfs root.
+const DEVICES: &str = "bus/rbd/devices";
+
+/// One kernel RBD mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The device id (`N` of `/dev/rbdN`).
+    pub id: String,
+    /// The pool.
+    pub pool: String,
+    /// The namespace ("" for the default one).
+    pub namespace: String,
+    /// The image.
+    pub image: String,
+    /// The snapshot, `None` for the image head.
+    pub snap: Option<String>,
+    /// The Ceph client id of the mapping (`client.4567` → 4567).
+    pub client: Option<u64>,
+}
+
+impl Mapping {
+    /// The block device.
+    pub fn device(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/rbd{}", self.id))
+    }
+}
+
+fn read(dir: &Path, file: &str) -> Option<String> {
+    fs::read_to_string(dir.join(file)).ok().map(|s| s.trim().to_owned())
+}
+
+/// True when this host has the kernel RBD driver loaded.
+pub fn available(sysfs: &Path) -> bool {
+    sysfs.join("bus/rbd").is_dir()
+}
+
+/// The image features this kernel can map (`/sys/bus/rbd/supported_features`, a hex mask).
+pub fn supported_features(sysfs: &Path) -> Option<u64> {
+    let text = read(&sysfs.join("bus/rbd"), "supported_features")?;
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+}
+
+/// Every mapping the kernel has.
+pub fn mappings(sysfs: &Path) -> Vec<Mapping> {
+    let Ok(entries) = fs::read_dir(sysfs.join(DEVICES)) else { return Vec::new() };
+    let mut out: Vec<Mapping> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let dir = e.path();
+            let snap = read(&dir, "current_snap")?;
+            Some(Mapping {
+                id: e.file_name().to_string_lossy().into_owned(),
+                pool: read(&dir, "pool")?,
+                namespace: read(&dir, "pool_ns").unwrap_or_default(),
+                image: read(&dir, "name")?,
+                snap: (snap != "-").then_some(snap),
+                client: read(&dir, "client_id").and_then(|c| c.trim_start_matches("client").parse().ok()),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+/// The mapping of `pool/namespace/image[@snap]`, if the kernel has one.
+pub fn find(sysfs: &Path, pool: &str, namespace: &str, image: &str, snap: Option<&str>) -> Option<Mapping> {
+    mappings(sysfs)
+        .into_iter()
+        .find(|m| m.pool == pool && m.namespace == namespace && m.image == image && m.snap.as_deref() == snap)
+}
+
+/// `rbd device map -o noshare[,ro]`: returns the device path.
+pub fn map(conn: &Conn, spec: &str, read_only: bool) -> Result<PathBuf, CephError> {
+    let options = if read_only { "noshare,ro" } else { "noshare" };
+    let mut args = vec!["device", "map", "-o", options];
+    if read_only {
+        args.push("--read-only");
+    }
+    args.push(spec);
+    let out = conn.rbd(&format!("image {spec}"), &args)?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// `rbd device unmap`.
+pub fn unmap(conn: &Conn, device: &Path) -> Result<(), CephError> {
+    let device = device.display().to_string();
+    conn.rbd(&format!("device {device}"), &["device", "unmap", &device]).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs tree as kernel 4.19 lays it out.
+    fn fixture() -> PathBuf {
+        let root = std::env::temp_dir().join(format!("cephrbd-sysfs-{}", uuid::Uuid::new_v4()));
+        for (id, pool, ns, name, snap, client) in [
+            ("0", "rbd", "", "other", "-", "client4100"),
+            ("3", "rbd", "cephrbd-x", "v-1", "-", "client4187"),
+            ("5", "rbd", "cephrbd-x", "v-1", "s-2", "client4190"),
+        ] {
+            let dir = root.join(DEVICES).join(id);
+            fs::create_dir_all(&dir).expect("mkdir");
+            for (file, value) in
+                [("pool", pool), ("pool_ns", ns), ("name", name), ("current_snap", snap), ("client_id", client)]
+            {
+                fs::write(dir.join(file), format!("{value}\n")).expect("write");
+            }
+        }
+        fs::write(root.join("bus/rbd/supported_features"), "0x3d\n").expect("write");
+        root
+    }
+
+    #[test]
+    fn finds_the_mapping_of_an_image_and_of_a_snapshot() {
+        let root = fixture();
+        assert!(available(&root));
+        let head = find(&root, "rbd", "cephrbd-x", "v-1", None).expect("mapped");
+        assert_eq!(head.device(), PathBuf::from("/dev/rbd3"));
+        assert_eq!(head.client, Some(4187));
+        let snap = find(&root, "rbd", "cephrbd-x", "v-1", Some("s-2")).expect("mapped");
+        assert_eq!(snap.id, "5");
+        assert_eq!(find(&root, "rbd", "cephrbd-y", "v-1", None), None, "namespaces are told apart");
+        assert_eq!(find(&root, "rbd", "", "other", None).map(|m| m.id), Some("0".to_owned()));
+        assert_eq!(supported_features(&root), Some(0x3d));
+        fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    #[test]
+    fn a_vanished_device_or_missing_driver_is_not_an_error() {
+        let root = fixture();
+        fs::remove_dir_all(root.join(DEVICES).join("3")).expect("rm");
+        assert_eq!(find(&root, "rbd", "cephrbd-x", "v-1", None), None);
+        fs::remove_dir_all(&root).expect("cleanup");
+        assert!(!available(&root));
+        assert!(mappings(&root).is_empty());
+    }
+}

@@ -1,0 +1,173 @@
+//! The userspace datapath: one `qemu-storage-daemon` per active volume, opening the image
+//! with librbd and exporting it as NBD on a unix socket. Works without kernel modules.
+//!
+//! The daemon is started with `--daemonize` (it detaches once the export is ready) and a
+//! pidfile; [`stop`] checks the pid still belongs to our daemon (its command line names our
+//! socket) before signalling it, so a recycled pid is never killed. The key reaches librbd
+//! through `CEPH_ARGS=--keyring <file>` (QEMU's rbd driver has no keyring option), never
+//! on the command line.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::runner::{self, Cmd, CommandError, Program};
+use crate::uri::VolumeUri;
+
+/// How long a daemon gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The files of one volume's daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// The NBD unix socket.
+    pub socket: PathBuf,
+    /// The pidfile.
+    pub pidfile: PathBuf,
+    /// The NBD export name.
+    pub export: String,
+}
+
+impl Daemon {
+    /// The `Nbd` implementation URI xapi expects (`nbd:unix:<socket>:exportname=<name>`).
+    pub fn nbd_uri(&self) -> String {
+        format!("nbd:unix:{}:exportname={}", self.socket.display(), self.export)
+    }
+
+    /// The same export as a URI for qemu-img / qemu-io / fio.
+    pub fn nbd_url(&self) -> String {
+        format!("nbd+unix:///{}?socket={}", self.export, self.socket.display())
+    }
+
+    /// The daemon's pid, if its pidfile names a live daemon of ours.
+    pub fn running(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()?;
+        runner::alive_with(pid, &self.socket.display().to_string()).then_some(pid)
+    }
+
+    /// Starts the daemon unless it already runs. `read_only` opens the image read-only and
+    /// exports it read-only (snapshots, `activate_readonly`).
+    pub fn start(&self, uri: &VolumeUri, read_only: bool) -> Result<(), CommandError> {
+        if self.running().is_some() {
+            return Ok(());
+        }
+        self.remove_files();
+        let program = qsd()?;
+        let mut blockdev = format!(
+            "driver=rbd,node-name=disk,pool={},image={},conf={},user={},cache.direct=on,read-only={}",
+            escape(&uri.pool),
+            escape(&uri.image),
+            escape(&uri.conn.conf.display().to_string()),
+            escape(&uri.conn.id),
+            on_off(read_only),
+        );
+        if !uri.namespace.is_empty() {
+            blockdev.push_str(&format!(",namespace={}", escape(&uri.namespace)));
+        }
+        if let Some(snap) = &uri.snap {
+            blockdev.push_str(&format!(",snapshot={}", escape(snap)));
+        }
+        let mut ceph_args = format!("--client-mount-timeout {}", uri.conn.timeout.as_secs().max(1));
+        if let Some(keyring) = &uri.conn.keyring {
+            ceph_args.push_str(&format!(" --keyring {}", keyring.display()));
+        }
+        if let Some(mon) = &uri.conn.mon_host {
+            ceph_args.push_str(&format!(" --mon-host {mon}"));
+        }
+        Cmd::new(&program, uri.conn.timeout)
+            .env("CEPH_ARGS", ceph_args)
+            .args(["--blockdev", &blockdev])
+            .args(["--nbd-server", &format!("addr.type=unix,addr.path={}", escape(&self.socket.display().to_string()))])
+            .args([
+                "--export",
+                &format!(
+                    "type=nbd,id=export,node-name=disk,name={},writable={}",
+                    escape(&self.export),
+                    on_off(!read_only)
+                ),
+            ])
+            .args(["--pidfile", &self.pidfile.display().to_string(), "--daemonize"])
+            .run()?;
+        info!(socket = %self.socket.display(), read_only, "qemu-storage-daemon started");
+        Ok(())
+    }
+
+    /// Stops the daemon if it runs (SIGTERM, then SIGKILL after a grace period) and removes
+    /// its files. Stopping a stopped daemon succeeds.
+    pub fn stop(&self) {
+        if let Some(pid) = self.running() {
+            runner::signal(pid, libc::SIGTERM);
+            let started = Instant::now();
+            while self.running().is_some() && started.elapsed() < STOP_GRACE {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if self.running().is_some() {
+                warn!(pid, "qemu-storage-daemon ignored SIGTERM: killing it");
+                runner::signal(pid, libc::SIGKILL);
+                while self.running().is_some() && started.elapsed() < STOP_GRACE * 2 {
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+            info!(pid, "qemu-storage-daemon stopped");
+        }
+        self.remove_files();
+    }
+
+    fn remove_files(&self) {
+        for file in [&self.socket, &self.pidfile] {
+            if let Err(e) = std::fs::remove_file(file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(file = %file.display(), "cannot remove: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// QEMU option values double their commas.
+fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn qsd() -> Result<Program, CommandError> {
+    static CELL: OnceLock<Result<Program, String>> = OnceLock::new();
+    CELL.get_or_init(|| Program::resolve("qemu-storage-daemon").map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|_| CommandError::NotFound { program: "qemu-storage-daemon" })
+}
+
+/// The files of volume `uuid`'s daemon below `dir`.
+pub fn daemon(dir: &Path, uuid: &uuid::Uuid) -> Daemon {
+    Daemon {
+        socket: dir.join(format!("{uuid}.sock")),
+        pidfile: dir.join(format!("{uuid}.pid")),
+        export: uuid.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_values_are_escaped_and_uris_well_formed() {
+        assert_eq!(escape("a,b"), "a,,b");
+        let d = daemon(Path::new("/run/cephrbd/dp"), &uuid::Uuid::nil());
+        assert_eq!(
+            d.nbd_uri(),
+            "nbd:unix:/run/cephrbd/dp/00000000-0000-0000-0000-000000000000.sock:exportname=00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(d.running(), None);
+    }
+}
