@@ -244,3 +244,33 @@ fn ceph_kernel_rbd_maps_where_the_driver_exists() {
             || common::krbd::mappings(Path::new("/sys")).iter().all(|m| m.device().display().to_string() != device)
     );
 }
+
+/// activate_readonly: the export refuses writes, and two hosts may hold it at once (no
+/// fencing between readers).
+#[test]
+fn ceph_activate_readonly_exports_read_only_and_fences_nobody() {
+    let t = TestSr::create();
+    let (a, b) = (Host::new("ro-a"), Host::new("ro-b"));
+    let v = t.create_volume("ro", 4 << 20);
+    let uri = qsd_uri(&v);
+    let url = a.open(&uri, "1");
+    assert!(qemu_io(&url, &["write -P 0x77 0 1M", "flush"]).0);
+    a.close(&uri, "1");
+    let mut urls = Vec::new();
+    for host in [&a, &b] {
+        let backend = host.call("Datapath.attach", &uri, "2");
+        host.call("Datapath.activate_readonly", &uri, "2");
+        let nbd = backend["implementations"][1][1]["uri"].as_str().expect("nbd").to_owned();
+        let (socket, export) =
+            nbd.strip_prefix("nbd:unix:").and_then(|r| r.rsplit_once(":exportname=")).expect("nbd uri");
+        urls.push(format!("nbd+unix:///{export}?socket={socket}"));
+    }
+    for url in &urls {
+        let (ok, out) = qemu_io(url, &["read -P 0x77 0 1M"]);
+        assert!(ok, "both readers read: {out}");
+        assert!(!qemu_io(url, &["write -P 0x11 0 4K"]).0, "read-only export accepted a write");
+    }
+    a.close(&uri, "2");
+    b.close(&uri, "2");
+    assert!(all(&export(&t, &v)[..MIB], 0x77));
+}
