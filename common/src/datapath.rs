@@ -22,10 +22,9 @@
 //! daemons it describes.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
@@ -193,19 +192,7 @@ struct Locked {
 
 impl Locked {
     fn open(dir: &Path, volume: Uuid, limit: Duration) -> Result<Locked, OpError> {
-        fs::create_dir_all(dir).map_err(local(dir))?;
-        let lock_path = dir.join(format!("{volume}.lock"));
-        let lock =
-            File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(local(&lock_path))?;
-        let started = Instant::now();
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if started.elapsed() < limit => thread::sleep(Duration::from_millis(10)),
-                Err(TryLockError::WouldBlock) => return Err(OpError::Locked { sr: volume.to_string(), waited: limit }),
-                Err(TryLockError::Error(e)) => return Err(local(&lock_path)(e)),
-            }
-        }
+        let lock = crate::lock::lock_file(&dir.join(format!("{volume}.lock")), limit, &format!("volume {volume}"))?;
         Ok(Locked { path: dir.join(format!("{volume}.json")), _lock: lock })
     }
 

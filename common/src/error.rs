@@ -183,10 +183,10 @@ pub enum OpError {
         /// The size asked for.
         requested: i64,
     },
-    /// Another cephrbd call on this host holds the SR's lock for too long.
-    #[error("another operation on SR {sr} did not release its lock within {} s", .waited.as_secs())]
+    /// Another cephrbd call on this host holds a lock (an SR's, a volume's) for too long.
+    #[error("another operation on {sr} did not release its lock within {} s", .waited.as_secs())]
     Locked {
-        /// The SR uuid.
+        /// What is locked (an SR or volume uuid).
         sr: String,
         /// How long we waited.
         waited: std::time::Duration,

@@ -5,7 +5,7 @@
 //! concurrency is.
 
 use std::fs::{self, File, TryLockError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,25 @@ pub fn run_dir() -> PathBuf {
     std::env::var_os("CEPHRBD_RUN_DIR").map_or_else(|| PathBuf::from("/run/cephrbd"), PathBuf::from)
 }
 
+/// Opens (creating it) and exclusively locks `path`, waiting at most `limit`; `holder`
+/// names what is locked in the error. The lock is held until the file is dropped.
+pub fn lock_file(path: &Path, limit: Duration, holder: &str) -> Result<File, OpError> {
+    let local = |source| OpError::LocalState { path: path.display().to_string(), source };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|source| OpError::LocalState { path: dir.display().to_string(), source })?;
+    }
+    let file = File::options().create(true).truncate(false).write(true).open(path).map_err(local)?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if started.elapsed() < limit => thread::sleep(Duration::from_millis(10)),
+            Err(TryLockError::WouldBlock) => return Err(OpError::Locked { sr: holder.to_owned(), waited: limit }),
+            Err(TryLockError::Error(e)) => return Err(local(e)),
+        }
+    }
+}
+
 /// An exclusive lock on one SR, held until dropped.
 #[derive(Debug)]
 pub struct SrLock {
@@ -27,22 +46,7 @@ pub struct SrLock {
 impl SrLock {
     /// Takes the SR's lock, waiting at most `limit`.
     pub fn acquire(sr: Uuid, limit: Duration) -> Result<SrLock, OpError> {
-        let dir = run_dir();
-        let local = |path: &PathBuf| {
-            let path = path.display().to_string();
-            move |source| OpError::LocalState { path, source }
-        };
-        fs::create_dir_all(&dir).map_err(local(&dir))?;
-        let path = dir.join(format!("sr-{sr}.lock"));
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(local(&path))?;
-        let started = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(SrLock { _file: file }),
-                Err(TryLockError::WouldBlock) if started.elapsed() < limit => thread::sleep(Duration::from_millis(10)),
-                Err(TryLockError::WouldBlock) => return Err(OpError::Locked { sr: sr.to_string(), waited: limit }),
-                Err(TryLockError::Error(e)) => return Err(local(&path)(e)),
-            }
-        }
+        let path = run_dir().join(format!("sr-{sr}.lock"));
+        Ok(SrLock { _file: lock_file(&path, limit, &sr.to_string())? })
     }
 }

@@ -349,6 +349,21 @@ impl Lab {
     }
 }
 
+/// The `nbd+unix://` URL (for qemu-io and fio) of the `Nbd` implementation in a
+/// `Datapath.attach` result (`nbd:unix:<socket>:exportname=<name>`).
+pub fn nbd_url(backend: &Value) -> String {
+    let nbd = backend["implementations"]
+        .as_array()
+        .and_then(|list| list.iter().find(|i| i[0] == "Nbd"))
+        .and_then(|i| i[1]["uri"].as_str())
+        .unwrap_or_else(|| panic!("no Nbd implementation in {backend}"));
+    let (socket, export) = nbd
+        .strip_prefix("nbd:unix:")
+        .and_then(|r| r.rsplit_once(":exportname="))
+        .expect("nbd:unix:<socket>:exportname=<name>");
+    format!("nbd+unix:///{export}?socket={socket}")
+}
+
 /// A unique name for a test's objects (`t-<uuid>`), so tests never see each other's.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

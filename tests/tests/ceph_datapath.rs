@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cephrbd_tests::{scratch_dir, Kind, Plugin, TestSr};
+use cephrbd_tests::{nbd_url, scratch_dir, Kind, Plugin, TestSr};
 use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
@@ -36,12 +36,8 @@ impl Host {
         let implementations = backend["implementations"].as_array().expect("implementations");
         assert_eq!(implementations[0][0], "XenDisk", "{backend}");
         assert_eq!(implementations[0][1]["backend_type"], "qdisk");
-        let nbd = implementations[1][1]["uri"].as_str().expect("Nbd uri");
         self.call("Datapath.activate", uri, domain);
-        // nbd:unix:<socket>:exportname=<name>
-        let rest = nbd.strip_prefix("nbd:unix:").expect("nbd:unix:");
-        let (socket, export) = rest.rsplit_once(":exportname=").expect("exportname");
-        format!("nbd+unix:///{export}?socket={socket}")
+        nbd_url(&backend)
     }
 
     fn close(&self, uri: &str, domain: &str) {
@@ -260,10 +256,7 @@ fn ceph_activate_readonly_exports_read_only_and_fences_nobody() {
     for host in [&a, &b] {
         let backend = host.call("Datapath.attach", &uri, "2");
         host.call("Datapath.activate_readonly", &uri, "2");
-        let nbd = backend["implementations"][1][1]["uri"].as_str().expect("nbd").to_owned();
-        let (socket, export) =
-            nbd.strip_prefix("nbd:unix:").and_then(|r| r.rsplit_once(":exportname=")).expect("nbd uri");
-        urls.push(format!("nbd+unix:///{export}?socket={socket}"));
+        urls.push(nbd_url(&backend));
     }
     for url in &urls {
         let (ok, out) = qemu_io(url, &["read -P 0x77 0 1M"]);

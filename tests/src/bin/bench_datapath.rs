@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use cephrbd_tests::{scratch_dir, Kind, Plugin, TestSr};
+use cephrbd_tests::{nbd_url, scratch_dir, Kind, Plugin, TestSr};
 use serde_json::{json, Value};
 
 /// One workload, run the same way through both paths.
@@ -170,9 +170,7 @@ fn main() {
     ]);
     let args = json!({"uri": uri, "domain": "0"});
     let backend = dp.call("Datapath.attach", args.clone()).ok();
-    let nbd = backend["implementations"][1][1]["uri"].as_str().expect("nbd").to_owned();
-    let (socket, export) = nbd.strip_prefix("nbd:unix:").and_then(|r| r.rsplit_once(":exportname=")).expect("nbd uri");
-    let url = format!("nbd+unix:///{export}?socket={socket}");
+    let url = nbd_url(&backend);
 
     let mut table = String::from(
         "| workload | NBD export (qemu-storage-daemon) | rbd bench (librbd, same image) | ratio |\n|---|---:|---:|---:|\n",
