@@ -209,6 +209,9 @@ pub enum OpError {
         /// Each undo step that failed, with its error.
         failures: Vec<String>,
     },
+    /// A XenAPI callback (legacy driver) failed.
+    #[error(transparent)]
+    XenApi(#[from] crate::xenapi::XenApiError),
     /// The embedded schemas are broken (a packaging bug).
     #[error("internal error: {0}")]
     Schema(#[from] SchemaError),
@@ -296,6 +299,7 @@ fn smapi_params(err: &OpError) -> (&'static str, String) {
         OpError::Locked { .. } => "SR_busy",
         OpError::Rollback { cause, .. } => smapi_params(cause).0,
         OpError::Ceph(c) => c.smapi_name(),
+        OpError::XenApi(_) => "XenAPI_failure",
         OpError::Command(c) => c.smapi_name(),
         OpError::LocalState { .. }
         | OpError::Schema(_)

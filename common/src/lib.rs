@@ -18,6 +18,8 @@
 //! - [`protocol`]: the records returned to xapi;
 //! - [`datapath`], [`krbd`], [`qsd`]: the Datapath interface, kernel RBD, and the userspace
 //!   qemu-storage-daemon export;
+//! - [`legacy`], [`xmlrpc`], [`xenapi`]: the SMAPIv1 exec-driver front end
+//!   (`/opt/xensource/sm/CephRBDSR`), its wire format and its XenAPI callbacks;
 //! - [`log`]: `tracing` to stderr and syslog, never stdout.
 
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod datapath;
 pub mod error;
 pub mod exec;
 pub mod krbd;
+pub mod legacy;
 pub mod lock;
 pub mod log;
 pub mod meta;
@@ -42,6 +45,8 @@ pub mod sr;
 pub mod undo;
 pub mod uri;
 pub mod volume;
+pub mod xenapi;
+pub mod xmlrpc;
 
 pub use error::OpError;
 pub use exec::{Ctx, Operation};

@@ -1,0 +1,603 @@
+//! The SMAPIv1 exec-driver front end: `/opt/xensource/sm/CephRBDSR`, SR type `cephrbd`
+//! (smapiv1-exec-driver.md, smapiv1-wire.md).
+//!
+//! xapi runs `[CephRBDSR, <methodCall>]` with no stdin and a bare `PATH`; the driver prints
+//! exactly one `methodResponse` and always exits 0. Faults carry XE_SR_ERRORCODES numbers
+//! and `"<description> [opterr=<detail>]"`; 16/24/38/39/144 have special meanings to xapi.
+//!
+//! Every command is translated into the same `common` operations the SMAPIv3 plugin uses,
+//! on the same layout in Ceph (the SR's namespace is derived from `sr_uuid` unless
+//! device-config names one), so an SR can be forgotten and introduced under the other
+//! type. What xapi keeps in its own database (new VDIs, sizes, SR usage) is written back
+//! with XenAPI calls under the request's session ([`crate::xenapi`]).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use tracing::{error, info, info_span, warn};
+
+use crate::config::{self, DeviceConfig};
+use crate::datapath::{self, Implementation, UriDomain};
+use crate::error::{chain, OpError, RequestError};
+use crate::exec::Ctx;
+use crate::protocol::Volume;
+use crate::uri::SrUri;
+use crate::xenapi::Session;
+use crate::xmlrpc::{self, Value};
+use crate::{sr, volume};
+
+/// The domain the legacy path counts its attachments under (xapi attaches once per host).
+pub const DOMAIN: &str = "legacy";
+
+/// Capabilities declared by `sr_get_driver_info`: only what works and is tested.
+pub const CAPABILITIES: &[&str] = &[
+    "SR_PROBE",
+    "SR_UPDATE",
+    "SR_SCAN",
+    "SR_ATTACH",
+    "SR_DETACH",
+    "VDI_CREATE",
+    "VDI_DELETE",
+    "VDI_ATTACH",
+    "VDI_DETACH",
+    "VDI_ACTIVATE",
+    "VDI_DEACTIVATE",
+    "VDI_CLONE",
+    "VDI_SNAPSHOT",
+    "VDI_RESIZE",
+    "VDI_UPDATE",
+    "VDI_INTRODUCE",
+    "THIN_PROVISIONING",
+    "LARGE_VDI",
+];
+
+/// The XE_SR_ERRORCODES entries cephrbd reports: (code, name, description).
+pub const ERROR_CODES: &[(i64, &str, &str)] = &[
+    (16, "SRInUse", "The SR device is currently in use"),
+    (24, "VDIInUse", "The VDI is currently in use"),
+    (38, "Unimplemented", "The requested method is not supported/implemented"),
+    (39, "SRNotEmpty", "The SR is not empty"),
+    (40, "SRScan", "The SR scan failed "),
+    (44, "SRNoSpace", "There is insufficient space"),
+    (46, "VDIUnavailable", "The VDI is not available"),
+    (47, "SRUnavailable", "The SR is not available"),
+    (78, "VDICreate", "VDI Creation failed"),
+    (79, "VDISize", "VDI Invalid size"),
+    (80, "VDIDelete", "Failed to mark VDI hidden"),
+    (81, "VDIClone", "Failed to clone VDI"),
+    (82, "VDISnapshot", "Failed to snapshot VDI"),
+    (110, "VDIResize", "VDI resize failed"),
+    (115, "ConfigParamsMissing", "Not all required parameters specified."),
+    (143, "BadRequest", "Failed to parse the request"),
+    (144, "VDIMissing", "VDI could not be found"),
+    (153, "APIFailure", "A Failure occurred accessing an API object"),
+    (202, "SMGeneral", "General backend error"),
+];
+
+/// A legacy command that failed: the XE_SR_ERRORCODES number and the detail.
+#[derive(Debug)]
+struct Fault {
+    code: i64,
+    detail: String,
+}
+
+impl Fault {
+    fn new(code: i64, detail: impl Into<String>) -> Self {
+        Fault { code, detail: detail.into() }
+    }
+
+    fn render(&self) -> String {
+        let description = ERROR_CODES.iter().find(|(c, _, _)| *c == self.code).map_or("", |(_, _, d)| d);
+        xmlrpc::fault(self.code, &format!("{description} [opterr={}]", self.detail))
+    }
+}
+
+/// The fault for an operation error, given the command's own failure code.
+fn fault_of(command_code: i64, err: &OpError) -> Fault {
+    use crate::ceph::Kind;
+    let code = match err {
+        OpError::Request(
+            RequestError::UnknownConfigKey { .. }
+            | RequestError::MissingConfigKey { .. }
+            | RequestError::BadConfigValue { .. },
+        ) => 115,
+        OpError::Request(RequestError::BadSize { .. }) | OpError::Shrink { .. } => 79,
+        OpError::Request(_) => 143,
+        OpError::VolumeDoesNotExist { .. } => 144,
+        OpError::SrNotEmpty { .. } => 39,
+        OpError::SrDoesNotExist { .. } | OpError::PoolNotFound { .. } => 47,
+        OpError::Ceph(c) => match c.kind() {
+            Kind::Unreachable | Kind::PermissionDenied => 47,
+            Kind::Busy => 24,
+            Kind::NoSpace => 44,
+            _ => command_code,
+        },
+        OpError::XenApi(_) => 153,
+        _ => command_code,
+    };
+    Fault::new(code, chain(err))
+}
+
+/// The fields of the request struct this driver reads (the rest are ignored).
+#[derive(Debug, Default)]
+struct Request {
+    command: String,
+    args: Vec<String>,
+    device_config: BTreeMap<String, String>,
+    session_ref: Option<String>,
+    subtask_of: Option<String>,
+    sr_ref: Option<String>,
+    sr_uuid: Option<String>,
+    vdi_ref: Option<String>,
+    vdi_location: Option<String>,
+    vdi_uuid: Option<String>,
+    vdi_type: Option<String>,
+    new_uuid: Option<String>,
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::members)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+        .collect()
+}
+
+impl Request {
+    fn parse(argv: &[OsString]) -> Result<Request, Fault> {
+        let [_, document] = argv else {
+            return Err(Fault::new(
+                143,
+                format!("expected one argument (the XML-RPC request), got {}", argv.len().saturating_sub(1)),
+            ));
+        };
+        let document = document.to_str().ok_or_else(|| Fault::new(143, "the request is not UTF-8"))?;
+        let (method, params) = xmlrpc::parse_call(document).map_err(|e| Fault::new(143, e.to_string()))?;
+        let [params] = params.as_slice() else {
+            return Err(Fault::new(143, "expected exactly one parameter, a struct"));
+        };
+        let text = |k: &str| params.get(k).and_then(Value::as_str).map(str::to_owned);
+        let command = text("command").unwrap_or_else(|| method.clone());
+        if command != method {
+            return Err(Fault::new(143, format!("methodName {method} and command {command} differ")));
+        }
+        let mut device_config = string_map(params.get("device_config"));
+        // Added by xapi, not by the administrator.
+        device_config.remove("SRmaster");
+        Ok(Request {
+            command,
+            args: params
+                .get("args")
+                .and_then(Value::items)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            device_config,
+            session_ref: text("session_ref"),
+            subtask_of: text("subtask_of"),
+            sr_ref: text("sr_ref"),
+            sr_uuid: text("sr_uuid"),
+            vdi_ref: text("vdi_ref"),
+            vdi_location: text("vdi_location"),
+            vdi_uuid: text("vdi_uuid"),
+            vdi_type: text("vdi_type"),
+            new_uuid: text("new_uuid"),
+        })
+    }
+
+    fn need<'a>(&self, field: &'a Option<String>, name: &str) -> Result<&'a str, Fault> {
+        field.as_deref().ok_or_else(|| Fault::new(143, format!("the request has no {name}")))
+    }
+
+    fn arg(&self, i: usize) -> Result<&str, Fault> {
+        self.args
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| Fault::new(143, format!("{} needs argument {i}", self.command)))
+    }
+
+    /// The device-config with the SR uuid xapi gave, as SR.create would have returned it.
+    fn config(&self) -> Result<BTreeMap<String, String>, Fault> {
+        let mut config = self.device_config.clone();
+        config.insert("sr_uuid".to_owned(), self.need(&self.sr_uuid, "sr_uuid")?.to_owned());
+        Ok(config)
+    }
+
+    /// The SR string of this request's SR.
+    fn sr(&self) -> Result<SrUri, Fault> {
+        let config = DeviceConfig::parse(&self.config()?).map_err(|e| fault_of(47, &e.into()))?;
+        let uuid = config.sr_uuid.ok_or_else(|| Fault::new(143, "no sr_uuid"))?;
+        Ok(SrUri::from_config(&config, uuid))
+    }
+
+    fn session(&self, timeout: Duration) -> Result<Session, Fault> {
+        Ok(Session::new(self.need(&self.session_ref, "session_ref")?, self.subtask_of.as_deref(), timeout))
+    }
+}
+
+/// Serves one invocation: returns the `methodResponse` document to print.
+pub fn run(argv: &[OsString]) -> String {
+    let request = match Request::parse(argv) {
+        Ok(r) => r,
+        Err(f) => {
+            error!("bad request: {}", f.detail);
+            return f.render();
+        }
+    };
+    let span = info_span!("legacy", command = %request.command, sr = request.sr_uuid.as_deref().unwrap_or(""));
+    let _entered = span.enter();
+    match dispatch(&request) {
+        Ok(value) => xmlrpc::response(&value),
+        Err(f) => {
+            error!(code = f.code, "{}", f.detail);
+            f.render()
+        }
+    }
+}
+
+fn ctx(method: &'static str) -> Ctx {
+    Ctx { method, dbg: String::new(), operations: &[] }
+}
+
+fn dispatch(req: &Request) -> Result<Value, Fault> {
+    match req.command.as_str() {
+        "sr_get_driver_info" => Ok(driver_info()),
+        "sr_probe" => sr_probe(req),
+        "sr_create" => sr_create(req),
+        "sr_attach" => {
+            sr::attach(&ctx("sr_attach"), sr::ConfigArgs { configuration: req.config()? })
+                .map_err(|e| fault_of(47, &e))?;
+            Ok(Value::Nil)
+        }
+        "sr_detach" | "vdi_update" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
+        "sr_delete" => {
+            sr::destroy(&ctx("sr_delete"), sr::SrArgs { sr: req.sr()?.render() }).map_err(|e| fault_of(202, &e))?;
+            Ok(Value::Nil)
+        }
+        "sr_scan" => sr_scan(req),
+        "sr_update" => {
+            let sr = req.sr()?;
+            let session = req.session(sr.conn.timeout)?;
+            update_sr_sizes(req, &sr, &session, None)?;
+            Ok(Value::Nil)
+        }
+        "vdi_create" => vdi_create(req),
+        "vdi_introduce" => vdi_introduce(req),
+        "vdi_delete" => vdi_delete(req),
+        "vdi_snapshot" | "vdi_clone" => vdi_copy(req),
+        "vdi_resize" => vdi_resize(req),
+        "vdi_attach" => vdi_attach(req),
+        "vdi_activate" => {
+            let args = uri_domain(req)?;
+            let result = if req.arg(0)? == "false" {
+                datapath::activate_readonly(&ctx("vdi_activate"), args)
+            } else {
+                datapath::activate(&ctx("vdi_activate"), args)
+            };
+            result.map_err(|e| fault_of(46, &e))?;
+            Ok(Value::Nil)
+        }
+        "vdi_deactivate" => {
+            datapath::deactivate(&ctx("vdi_deactivate"), uri_domain(req)?).map_err(|e| fault_of(46, &e))?;
+            Ok(Value::Nil)
+        }
+        "vdi_detach" => {
+            // Never fails (datapath::detach logs what it leaves).
+            if let Ok(args) = uri_domain(req) {
+                let _ = datapath::detach(&ctx("vdi_detach"), args);
+            }
+            Ok(Value::Nil)
+        }
+        other => Err(Fault::new(38, format!("command {other} is not implemented by CephRBDSR"))),
+    }
+}
+
+fn driver_info() -> Value {
+    let s = |k: &str, v: &str| (k.to_owned(), Value::str(v));
+    Value::Struct(vec![
+        s("name", "Ceph RBD"),
+        s("description", "Ceph RBD images as XCP-ng virtual disks (cephrbd, legacy SR type)"),
+        s("vendor", "cephrbd"),
+        s("copyright", "(C) the cephrbd authors, LGPL-2.1-only"),
+        s("driver_version", env!("CARGO_PKG_VERSION")),
+        s("required_api_version", "1.0"),
+        ("capabilities".to_owned(), Value::Array(CAPABILITIES.iter().map(|c| Value::str(*c)).collect())),
+        (
+            "configuration".to_owned(),
+            Value::Array(
+                config::KEYS
+                    .iter()
+                    .filter(|(k, _)| *k != "sr_uuid")
+                    .map(|(k, d)| Value::Struct(vec![s("key", k), s("description", d)]))
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+fn sr_probe(req: &Request) -> Result<Value, Fault> {
+    let results = sr::probe(&ctx("sr_probe"), sr::ConfigArgs { configuration: req.device_config.clone() })
+        .map_err(|e| fault_of(47, &e))?;
+    let mut xml = String::from("<?xml version=\"1.0\"?><SRlist>");
+    for r in &results {
+        let field = |out: &mut String, tag: &str, value: &str| {
+            out.push_str(&format!("<{tag}>"));
+            xmlrpc::escape_into(out, value);
+            out.push_str(&format!("</{tag}>"));
+        };
+        let info = &r.extra_info;
+        match &r.sr {
+            Some(stat) => {
+                xml.push_str("<SR>");
+                field(&mut xml, "UUID", stat.uuid.as_deref().unwrap_or_default());
+                field(&mut xml, "NameLabel", &stat.name);
+                field(&mut xml, "PoolName", info.get("pool").map_or("", String::as_str));
+                field(&mut xml, "Namespace", info.get("namespace").map_or("", String::as_str));
+                field(&mut xml, "Size", &stat.total_space.to_string());
+                field(&mut xml, "FreeSpace", &stat.free_space.to_string());
+                xml.push_str("</SR>");
+            }
+            None => {
+                xml.push_str("<Pool>");
+                field(&mut xml, "PoolName", info.get("pool").map_or("", String::as_str));
+                field(&mut xml, "Size", info.get("total_space").map_or("", String::as_str));
+                field(&mut xml, "FreeSpace", info.get("free_space").map_or("", String::as_str));
+                xml.push_str("</Pool>");
+            }
+        }
+    }
+    xml.push_str("</SRlist>");
+    Ok(Value::String(xml))
+}
+
+fn sr_create(req: &Request) -> Result<Value, Fault> {
+    let sr_uuid = req.need(&req.sr_uuid, "sr_uuid")?;
+    let config = DeviceConfig::parse(&req.device_config).map_err(|e| fault_of(115, &e.into()))?;
+    // The name lives in xapi's database; keep a copy in Ceph for SR.probe.
+    let session = req.session(config.timeout)?;
+    let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
+    let text = |method: &str| {
+        session
+            .call(method, vec![Value::str(sr_ref)])
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let (name, description) = (text("SR.get_name_label"), text("SR.get_name_description"));
+    sr::create(
+        &ctx("sr_create"),
+        sr::CreateArgs { uuid: sr_uuid.to_owned(), configuration: req.device_config.clone(), name, description },
+    )
+    .map_err(|e| fault_of(202, &e))?;
+    Ok(Value::Nil)
+}
+
+/// `VDI.db_introduce` of a volume; returns the `{uuid, location}` struct xapi expects.
+fn introduce(
+    req: &Request,
+    session: &Session,
+    v: &Volume,
+    uuid: &str,
+    vdi_type: &str,
+    sr: &SrUri,
+) -> Result<Value, Fault> {
+    let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
+    let mut sm_config = Vec::new();
+    if sr.schemes.first().is_some_and(|s| s == "cephrbd+krbd") {
+        // A raw /dev/rbdN is served by blkback, not tapdisk (smapiv1-exec-driver.md §3.2).
+        sm_config.push(("backend-kind".to_owned(), Value::str("vbd")));
+    }
+    let args = vec![
+        Value::str(uuid),
+        Value::str(v.name.clone()),
+        Value::str(v.description.clone()),
+        Value::str(sr_ref),
+        Value::str(vdi_type),
+        Value::Bool(v.sharable),
+        Value::Bool(!v.read_write),
+        Value::Struct(Vec::new()),
+        Value::str(v.key.clone()),
+        Value::Struct(Vec::new()),
+        Value::Struct(sm_config),
+        Value::Bool(true),
+        Value::str(v.virtual_size.to_string()),
+        Value::str(v.physical_utilisation.to_string()),
+        Value::str("OpaqueRef:NULL"),
+        Value::Bool(false),
+        Value::DateTime("19700101T00:00:00Z".to_owned()),
+        Value::str("OpaqueRef:NULL"),
+        Value::Bool(false),
+    ];
+    session.call("VDI.db_introduce", args).map_err(|e| fault_of(153, &e.into()))?;
+    info!(vdi = uuid, location = %v.key, "VDI introduced to xapi");
+    Ok(vdi_info(uuid, &v.key))
+}
+
+fn vdi_info(uuid: &str, location: &str) -> Value {
+    Value::Struct(vec![("uuid".to_owned(), Value::str(uuid)), ("location".to_owned(), Value::str(location))])
+}
+
+fn vdi_create(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let size: i64 =
+        req.arg(0)?.parse().map_err(|_| Fault::new(79, format!("size {:?} is not a number", req.args[0])))?;
+    let vdi_type = req.vdi_type.clone().unwrap_or_else(|| "user".to_owned());
+    let sharable = matches!(vdi_type.as_str(), "ha_statefile" | "redo_log");
+    let args = volume::CreateArgs {
+        sr: sr.render(),
+        name: req.arg(1)?.to_owned(),
+        description: req.args.get(2).cloned().unwrap_or_default(),
+        size,
+        sharable,
+    };
+    let v = volume::create(&ctx("vdi_create"), args).map_err(|e| fault_of(78, &e))?;
+    let set = volume::SetArgs { sr: sr.render(), key: v.key.clone(), k: "vdi-type".to_owned(), v: vdi_type.clone() };
+    volume::set(&ctx("vdi_create"), set).map_err(|e| fault_of(78, &e))?;
+    introduce(req, &session, &v, &v.key, &vdi_type, &sr)
+}
+
+fn vdi_introduce(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let location = req.need(&req.vdi_location, "vdi_location")?;
+    let v = volume::stat(&ctx("vdi_introduce"), volume::KeyArgs { sr: sr.render(), key: location.to_owned() })
+        .map_err(|e| fault_of(144, &e))?;
+    let uuid = req.new_uuid.clone().unwrap_or_else(|| v.key.clone());
+    let vdi_type = v.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
+    introduce(req, &session, &v, &uuid, &vdi_type, &sr)
+}
+
+fn vdi_delete(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let key = req.need(&req.vdi_location, "vdi_location")?;
+    match volume::destroy(&ctx("vdi_delete"), volume::KeyArgs { sr: sr.render(), key: key.to_owned() }) {
+        // Already gone: xapi removes its record next; deleting twice must not fail.
+        Ok(()) | Err(OpError::VolumeDoesNotExist { .. }) => Ok(Value::Nil),
+        Err(e) => Err(fault_of(80, &e)),
+    }
+}
+
+fn vdi_copy(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let key = req.need(&req.vdi_location, "vdi_location")?.to_owned();
+    let args = volume::KeyArgs { sr: sr.render(), key: key.clone() };
+    let (new, code) = if req.command == "vdi_snapshot" {
+        (volume::snapshot(&ctx("vdi_snapshot"), args), 82)
+    } else {
+        (volume::clone(&ctx("vdi_clone"), args), 81)
+    };
+    let new = new.map_err(|e| fault_of(code, &e))?;
+    let source =
+        volume::stat(&ctx("vdi_copy"), volume::KeyArgs { sr: sr.render(), key }).map_err(|e| fault_of(code, &e))?;
+    let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
+    let set = volume::SetArgs { sr: sr.render(), key: new.key.clone(), k: "vdi-type".to_owned(), v: vdi_type.clone() };
+    volume::set(&ctx("vdi_copy"), set).map_err(|e| fault_of(code, &e))?;
+    introduce(req, &session, &new, &new.key, &vdi_type, &sr)
+}
+
+fn vdi_resize(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let key = req.need(&req.vdi_location, "vdi_location")?.to_owned();
+    let new_size: i64 =
+        req.arg(0)?.parse().map_err(|_| Fault::new(79, format!("size {:?} is not a number", req.args[0])))?;
+    let args = volume::ResizeArgs { sr: sr.render(), key: key.clone(), new_size };
+    volume::resize(&ctx("vdi_resize"), args).map_err(|e| fault_of(110, &e))?;
+    let v =
+        volume::stat(&ctx("vdi_resize"), volume::KeyArgs { sr: sr.render(), key }).map_err(|e| fault_of(110, &e))?;
+    let vdi_ref = req.need(&req.vdi_ref, "vdi_ref")?;
+    session
+        .call("VDI.set_virtual_size", vec![Value::str(vdi_ref), Value::str(v.virtual_size.to_string())])
+        .map_err(|e| fault_of(153, &e.into()))?;
+    Ok(vdi_info(req.vdi_uuid.as_deref().unwrap_or(&v.key), &v.key))
+}
+
+/// The datapath URI of this request's VDI (the SR's preferred scheme) and our domain.
+fn uri_domain(req: &Request) -> Result<UriDomain, Fault> {
+    let sr = req.sr()?;
+    let key = req.need(&req.vdi_location, "vdi_location")?;
+    let v = volume::stat(&ctx("vdi_attach"), volume::KeyArgs { sr: sr.render(), key: key.to_owned() })
+        .map_err(|e| fault_of(144, &e))?;
+    let uri = v.uri.first().cloned().ok_or_else(|| Fault::new(46, "the volume has no datapath URI"))?;
+    Ok(UriDomain { uri, domain: DOMAIN.to_owned() })
+}
+
+fn vdi_attach(req: &Request) -> Result<Value, Fault> {
+    let args = uri_domain(req)?;
+    let backend = datapath::attach(&ctx("vdi_attach"), args).map_err(|e| fault_of(46, &e))?;
+    let key = req.vdi_location.clone().unwrap_or_default();
+    let s = |k: &str, v: String| (k.to_owned(), Value::String(v));
+    let mut members = Vec::new();
+    let mut nbd = String::new();
+    for implementation in &backend.implementations {
+        match implementation {
+            Implementation::BlockDevice { path } => members.push(s("params", path.clone())),
+            Implementation::Nbd { uri } => nbd.clone_from(uri),
+            Implementation::XenDisk { .. } => {}
+        }
+    }
+    // 8.3 requires params_nbd (may be empty); 8.2 requires params (the block device).
+    members.push(s("params_nbd", nbd));
+    members.push(("o_direct".to_owned(), Value::Bool(true)));
+    members.push(s("o_direct_reason", "SR_NOT_SUPPORTED".to_owned()));
+    members.push(("xenstore_data".to_owned(), Value::Struct(vec![s("vdi-uuid", key)])));
+    Ok(Value::Struct(members))
+}
+
+/// Records SR usage in xapi: physical size, utilisation, and virtual allocation.
+fn update_sr_sizes(req: &Request, sr: &SrUri, session: &Session, volumes: Option<&[Volume]>) -> Result<(), Fault> {
+    let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
+    let stat = sr::stat(&ctx("sr_update"), sr::SrArgs { sr: sr.render() }).map_err(|e| fault_of(47, &e))?;
+    let listed;
+    let volumes = match volumes {
+        Some(v) => v,
+        None => {
+            listed = sr::ls(&ctx("sr_update"), sr::SrArgs { sr: sr.render() }).map_err(|e| fault_of(47, &e))?;
+            &listed
+        }
+    };
+    let allocation: i64 = volumes.iter().map(|v| v.virtual_size).sum();
+    for (method, value) in [
+        ("SR.set_physical_size", stat.total_space),
+        ("SR.set_physical_utilisation", stat.total_space - stat.free_space),
+        ("SR.set_virtual_allocation", allocation),
+    ] {
+        session
+            .call(method, vec![Value::str(sr_ref), Value::str(value.to_string())])
+            .map_err(|e| fault_of(153, &e.into()))?;
+    }
+    Ok(())
+}
+
+/// `sr_scan`: makes xapi's VDI records match the SR, by location: introduce what is new,
+/// forget what is gone, correct sizes and read-only flags; then the SR's sizes.
+fn sr_scan(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
+    let volumes = sr::ls(&ctx("sr_scan"), sr::SrArgs { sr: sr.render() }).map_err(|e| fault_of(40, &e))?;
+    let known = session
+        .call("VDI.get_all_records_where", vec![Value::str(format!("field \"SR\" = \"{sr_ref}\""))])
+        .map_err(|e| fault_of(153, &e.into()))?;
+    let known: Vec<(String, &Value)> =
+        known.members().unwrap_or_default().iter().map(|(r, v)| (r.clone(), v)).collect();
+    let location = |rec: &Value| rec.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
+    for v in &volumes {
+        match known.iter().find(|(_, rec)| location(rec) == v.key) {
+            None => {
+                let vdi_type = v.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
+                introduce(req, &session, v, &v.key, &vdi_type, &sr)?;
+            }
+            Some((vdi_ref, rec)) => {
+                let differs = |field: &str, ours: String| rec.get(field).and_then(Value::as_str) != Some(ours.as_str());
+                for (field, method, value) in [
+                    ("virtual_size", "VDI.set_virtual_size", v.virtual_size.to_string()),
+                    ("physical_utilisation", "VDI.set_physical_utilisation", v.physical_utilisation.to_string()),
+                ] {
+                    if differs(field, value.clone()) {
+                        session
+                            .call(method, vec![Value::str(vdi_ref.clone()), Value::str(value)])
+                            .map_err(|e| fault_of(153, &e.into()))?;
+                    }
+                }
+                if rec.get("read_only") != Some(&Value::Bool(!v.read_write)) {
+                    session
+                        .call("VDI.set_read_only", vec![Value::str(vdi_ref.clone()), Value::Bool(!v.read_write)])
+                        .map_err(|e| fault_of(153, &e.into()))?;
+                }
+            }
+        }
+    }
+    for (vdi_ref, rec) in &known {
+        if !volumes.iter().any(|v| v.key == location(rec)) {
+            warn!(vdi = %vdi_ref, location = %location(rec), "VDI gone from Ceph: forgetting it");
+            session.call("VDI.db_forget", vec![Value::str(vdi_ref.clone())]).map_err(|e| fault_of(153, &e.into()))?;
+        }
+    }
+    update_sr_sizes(req, &sr, &session, Some(&volumes))?;
+    Ok(Value::Nil)
+}
