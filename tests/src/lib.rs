@@ -11,6 +11,8 @@
 //!
 //! [`Lab`] reads the `env` file written by `scripts/ceph-lab/cluster-up.sh`.
 
+pub mod xapi;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::symlink;

@@ -1,0 +1,261 @@
+//! The SMAPIv1 exec driver `CephRBDSR` (SR type `cephrbd`) on the real test cluster, driven
+//! with the request documents xapi writes, against a recording XenAPI server.
+
+// An integration-test crate is all tests; the lint is for test code mixed into the library.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::path::PathBuf;
+
+use cephrbd_tests::xapi::{method_call, run_driver, Field, Requests, Run, Vdi, XenApiServer};
+use cephrbd_tests::{scratch_dir, Lab, TestSr};
+use common::xmlrpc::Value;
+use serde_json::json;
+
+const MIB: u64 = 1 << 20;
+
+/// One host with xapi stand-in: a state directory, a XenAPI server, the SR's requests.
+struct Host {
+    dir: PathBuf,
+    server: XenApiServer,
+    req: Requests,
+}
+
+impl Host {
+    fn new(device_config: Vec<(String, String)>) -> Host {
+        let dir = scratch_dir("legacy");
+        let req = Requests::new(device_config);
+        let server = XenApiServer::start(&dir, &req.session_ref, &req.sr_ref, "Ceph legacy SR");
+        Host { dir, server, req }
+    }
+
+    fn run(&self, document: &str) -> Run {
+        run_driver(document, self.server.socket(), &self.dir.join("run"))
+    }
+
+    fn namespace(&self) -> String {
+        format!("cephrbd-{}", self.req.sr_uuid)
+    }
+
+    /// The VDI the driver introduced for a `{uuid, location}` answer.
+    fn introduced(&self, answer: &Value) -> Vdi {
+        let location = answer.get("location").and_then(Value::as_str).expect("location");
+        let vdi = self.server.vdi_by_location(location).expect("introduced to xapi before the answer");
+        assert_eq!(Some(vdi.uuid.as_str()), answer.get("uuid").and_then(Value::as_str));
+        vdi
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn lab_config(lab: &Lab, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut c = vec![
+        ("pool".to_owned(), lab.pool.clone()),
+        ("ceph_conf".to_owned(), lab.conf.display().to_string()),
+        ("ceph_user".to_owned(), lab.user.clone()),
+        ("keyring".to_owned(), lab.keyring.display().to_string()),
+    ];
+    c.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    c
+}
+
+fn qemu_io(url: &str, commands: &[&str]) -> bool {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["60", "qemu-io", "-f", "raw"]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd.arg(url).output().expect("qemu-io");
+    out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("failed")
+}
+
+#[test]
+fn driver_info_has_all_eight_fields() {
+    let host = Host::new(vec![]);
+    let info = host.run(&host.req.driver_info()).ok();
+    for field in ["name", "description", "vendor", "copyright", "driver_version", "required_api_version"] {
+        assert!(info.get(field).and_then(Value::as_str).is_some(), "{field}");
+    }
+    let caps: Vec<&str> =
+        info.get("capabilities").and_then(Value::items).expect("array").iter().filter_map(Value::as_str).collect();
+    assert!(caps.contains(&"VDI_ACTIVATE") && caps.contains(&"SR_SCAN"), "{caps:?}");
+    let config = info.get("configuration").and_then(Value::items).expect("array");
+    assert!(config.iter().any(|c| c.get("key").and_then(Value::as_str) == Some("pool")));
+    assert!(host.server.calls().is_empty(), "driver info needs no session");
+}
+
+/// The request builder writes what xapi writes, byte for byte (smapiv1-wire.md §5).
+#[test]
+fn request_documents_match_xapis_bytes() {
+    let doc = method_call(
+        "sr_create",
+        &[
+            ("host_ref", Field::Str("OpaqueRef:5d8e2c17-3b3c-4f0e-9a52-0c2f6a1b9e01".into())),
+            ("command", Field::Str("sr_create".into())),
+            ("args", Field::List(vec!["0".into()])),
+            (
+                "device_config",
+                Field::Map(vec![
+                    ("SRmaster".into(), "true".into()),
+                    ("pool".into(), "xcp".into()),
+                    ("ceph_conf".into(), "/etc/ceph/ceph.conf".into()),
+                    ("ceph_user".into(), "admin".into()),
+                ]),
+            ),
+            ("session_ref", Field::Str("OpaqueRef:9c1b7e44-0d2a-4c61-b7f3-6e5a2d8f1c30".into())),
+            ("sr_ref", Field::Str("OpaqueRef:2f4a6c8e-1b3d-4e5f-8a7b-9c0d1e2f3a4b".into())),
+            ("sr_uuid", Field::Str("3f6c1b0e-8a1e-4d7e-9a53-2b8f4c3c9f10".into())),
+            ("subtask_of", Field::Str("DummyRef:|a1b2c3d4-0002-4000-8000-000000000002|SR.create".into())),
+        ],
+    );
+    assert_eq!(doc, "<methodCall><methodName>sr_create</methodName><params><param><value><struct><member><name>host_ref</name><value>OpaqueRef:5d8e2c17-3b3c-4f0e-9a52-0c2f6a1b9e01</value></member><member><name>command</name><value>sr_create</value></member><member><name>args</name><value><array><data><value>0</value></data></array></value></member><member><name>device_config</name><value><struct><member><name>SRmaster</name><value>true</value></member><member><name>pool</name><value>xcp</value></member><member><name>ceph_conf</name><value>/etc/ceph/ceph.conf</value></member><member><name>ceph_user</name><value>admin</value></member></struct></value></member><member><name>session_ref</name><value>OpaqueRef:9c1b7e44-0d2a-4c61-b7f3-6e5a2d8f1c30</value></member><member><name>sr_ref</name><value>OpaqueRef:2f4a6c8e-1b3d-4e5f-8a7b-9c0d1e2f3a4b</value></member><member><name>sr_uuid</name><value>3f6c1b0e-8a1e-4d7e-9a53-2b8f4c3c9f10</value></member><member><name>subtask_of</name><value>DummyRef:|a1b2c3d4-0002-4000-8000-000000000002|SR.create</value></member></struct></value></param></params></methodCall>");
+}
+
+/// A whole VM disk lifecycle through the legacy driver, with real I/O through the
+/// userspace datapath, and the XenAPI calls xapi needs.
+#[test]
+fn ceph_legacy_vm_disk_lifecycle() {
+    let lab = Lab::get();
+    let host = Host::new(lab_config(&lab, &[("datapath", "qsd")]));
+    let r = &host.req;
+    assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
+    assert_eq!(host.server.calls_of("SR.get_name_label").len(), 1);
+    assert_eq!(host.run(&r.sr("sr_attach", &[], true)).ok(), Value::Nil);
+
+    let created = host.run(&r.vdi_create(32 * MIB, "disk0")).ok();
+    let disk = host.introduced(&created);
+    let intro = &host.server.calls_of("VDI.db_introduce")[0];
+    assert_eq!(intro.args[12], Value::str((32 * MIB).to_string()), "virtual_size as an int64 string");
+    assert_eq!(intro.args[4], Value::str("user"));
+
+    let attach = host.run(&r.vdi("vdi_attach", &["true"], &disk, false)).ok();
+    let nbd = attach.get("params_nbd").and_then(Value::as_str).expect("params_nbd").to_owned();
+    assert!(attach.get("xenstore_data").and_then(|x| x.get("vdi-uuid")).is_some());
+    assert_eq!(host.run(&r.vdi("vdi_activate", &["true"], &disk, false)).ok(), Value::Nil);
+    let (socket, export) = nbd.strip_prefix("nbd:unix:").and_then(|n| n.rsplit_once(":exportname=")).expect("nbd uri");
+    assert!(qemu_io(&format!("nbd+unix:///{export}?socket={socket}"), &["write -P 0x3c 0 4M", "flush"]));
+
+    let snap = host.introduced(&host.run(&r.vdi("vdi_snapshot", &[], &disk, true)).ok());
+    assert_eq!(host.server.vdi_field(&snap.vdi_ref, "read_only"), Some(Value::Bool(true)));
+    let clone = host.introduced(&host.run(&r.vdi("vdi_clone", &[], &snap, true)).ok());
+    assert_eq!(host.server.vdi_field(&clone.vdi_ref, "read_only"), Some(Value::Bool(false)));
+
+    assert_eq!(host.run(&r.vdi("vdi_deactivate", &[], &disk, false)).ok(), Value::Nil);
+    assert_eq!(host.run(&r.vdi("vdi_detach", &[], &disk, false)).ok(), Value::Nil);
+    let resized = host.run(&r.vdi("vdi_resize", &[&(64 * MIB).to_string()], &disk, true)).ok();
+    assert_eq!(resized.get("location").and_then(Value::as_str), Some(disk.location.as_str()));
+    let set = host.server.calls_of("VDI.set_virtual_size");
+    assert_eq!(
+        set.last().map(|c| c.args.clone()),
+        Some(vec![Value::str(disk.vdi_ref.clone()), Value::str((64 * MIB).to_string())])
+    );
+
+    // The data went through: the clone of the snapshot holds the pattern.
+    let spec = format!("{}/{}/v-{}", lab.pool, host.namespace(), clone.location);
+    let file = host.dir.join("clone.raw");
+    lab.rbd(&["export", "--no-progress", &spec, &file.display().to_string()]);
+    let bytes = std::fs::read(&file).expect("export");
+    assert!(bytes[..4 << 20].iter().all(|b| *b == 0x3c), "the snapshot and its clone hold what was written");
+
+    for vdi in [&clone, &snap, &disk] {
+        assert_eq!(host.run(&r.vdi("vdi_delete", &[], vdi, true)).ok(), Value::Nil);
+        host.server.destroy_record(&vdi.vdi_ref);
+    }
+    assert_eq!(host.run(&r.sr("sr_scan", &[], true)).ok(), Value::Nil);
+    for method in ["SR.set_physical_size", "SR.set_physical_utilisation", "SR.set_virtual_allocation"] {
+        assert!(!host.server.calls_of(method).is_empty(), "{method} after scan");
+    }
+    assert_eq!(host.server.vdi_count(), 0);
+    assert_eq!(host.run(&r.sr("sr_update", &[], true)).ok(), Value::Nil);
+    assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
+    let namespaces = lab.rbd(&["namespace", "ls", "--format", "json", &lab.pool]);
+    assert!(!namespaces.contains(&host.namespace()), "sr_delete leaves nothing: {namespaces}");
+}
+
+/// The same layout from both front ends: volumes made by the SMAPIv3 plugin appear in a
+/// legacy scan, and a legacy VDI appears in SR.ls.
+#[test]
+fn ceph_both_front_ends_share_one_layout() {
+    let t = TestSr::create();
+    let config: Vec<(String, String)> = t
+        .config
+        .as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let mut host = Host::new(config);
+    host.req.sr_uuid.clone_from(&t.uuid);
+    let v3 = t.create_volume("from v3", 8 << 20);
+    t.call("Volume.set", json!({"key": v3["key"], "k": "vdi-type", "v": "user"})).ok();
+    assert_eq!(host.run(&host.req.sr("sr_attach", &[], true)).ok(), Value::Nil);
+    assert_eq!(host.run(&host.req.sr("sr_scan", &[], true)).ok(), Value::Nil);
+    let seen = host.server.vdi_by_location(v3["key"].as_str().expect("key")).expect("v3 volume introduced by the scan");
+    assert_eq!(host.server.vdi_field(&seen.vdi_ref, "virtual_size"), Some(Value::str((8u64 << 20).to_string())));
+
+    let legacy = host.run(&host.req.vdi_create(4 * MIB, "from v2")).ok();
+    let key = legacy.get("location").and_then(Value::as_str).expect("location").to_owned();
+    let listed = t.ls();
+    let found = listed.iter().find(|v| v["key"] == json!(key)).expect("legacy VDI in SR.ls");
+    assert_eq!(found["name"], "from v2");
+    assert_eq!(found["keys"]["vdi-type"], "user");
+    // A volume destroyed by the SMAPIv3 side is forgotten by the next legacy scan.
+    t.call("Volume.destroy", json!({"key": v3["key"]})).ok();
+    assert_eq!(host.run(&host.req.sr("sr_scan", &[], true)).ok(), Value::Nil);
+    assert!(host.server.vdi_by_location(v3["key"].as_str().expect("key")).is_none());
+    assert_eq!(host.server.calls_of("VDI.db_forget").len(), 1);
+}
+
+/// Bad input: the right fault, exit 0, one document on stdout, nothing changed.
+#[test]
+fn ceph_legacy_bad_input_gets_the_right_fault() {
+    let lab = Lab::get();
+    let host = Host::new(lab_config(&lab, &[]));
+    let r = &host.req;
+    let bad_key = Requests { device_config: lab_config(&lab, &[("keyrign", "/x")]), ..r.clone() };
+    let no_uuid = method_call(
+        "vdi_create",
+        &[
+            ("host_ref", Field::Str(r.host_ref.clone())),
+            ("command", Field::Str("vdi_create".into())),
+            ("args", Field::List(vec!["1".into()])),
+        ],
+    );
+    let cases: Vec<(String, i64, &str)> = vec![
+        ("<methodCall><methodName>sr_create".to_owned(), 143, "malformed"),
+        ("not xml at all".to_owned(), 143, "malformed"),
+        (no_uuid, 143, "sr_uuid"),
+        (r.sr("sr_frobnicate", &[], true), 38, "sr_frobnicate"),
+        (bad_key.sr("sr_create", &["0"], true), 115, "keyrign"),
+    ];
+    for (doc, code, words) in cases {
+        let fault = host.run(&doc).fault();
+        assert_eq!(fault.code, code, "{doc}: {}", fault.string);
+        assert!(fault.string.contains(words), "{:?} should mention {words:?}", fault.string);
+        assert!(fault.string.contains("[opterr="), "{}", fault.string);
+    }
+    // No arguments at all, or two: still one fault document and exit 0.
+    let out = std::process::Command::new(cephrbd_tests::binary("CephRBDSR")).output().expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<int>143</int>"));
+    let namespaces = lab.rbd(&["namespace", "ls", "--format", "json", &lab.pool]);
+    assert!(!namespaces.contains(&host.namespace()), "a refused request created something");
+    // On an SR that exists: bad sizes and unknown VDIs.
+    assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
+    let missing = Vdi { vdi_ref: "OpaqueRef:x".into(), uuid: "u".into(), location: uuid::Uuid::new_v4().to_string() };
+    for (doc, code, words) in [
+        (r.vdi_create(0, "zero"), 79, "must be positive"),
+        (r.vdi("vdi_snapshot", &[], &missing, true), 144, "does not exist"),
+        (r.vdi("vdi_resize", &["12"], &missing, true), 144, "does not exist"),
+    ] {
+        let fault = host.run(&doc).fault();
+        assert_eq!(fault.code, code, "{}", fault.string);
+        assert!(fault.string.contains(words), "{:?} should mention {words:?}", fault.string);
+    }
+    assert_eq!(host.run(&r.vdi("vdi_delete", &[], &missing, true)).ok(), Value::Nil, "deleting what is gone succeeds");
+    assert!(host.server.calls_of("VDI.db_introduce").is_empty());
+    assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
+}
