@@ -131,6 +131,8 @@ pub struct Plugin {
     dir: PathBuf,
     methods: Vec<String>,
     env: Vec<(String, String)>,
+    /// Made by the harness (removed on drop), not an installed directory.
+    owned: bool,
 }
 
 impl Plugin {
@@ -145,7 +147,18 @@ impl Plugin {
         for method in &methods {
             symlink(&binary, dir.join(method)).expect("symlink");
         }
-        Plugin { dir, methods, env: Vec::new() }
+        Plugin { dir, methods, env: Vec::new(), owned: true }
+    }
+
+    /// An installed plugin directory (e.g. unpacked from the RPM), used as it is.
+    pub fn at(dir: &Path) -> Self {
+        let mut methods: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        methods.sort();
+        Plugin { dir: dir.to_path_buf(), methods, env: Vec::new(), owned: false }
     }
 
     /// Adds an environment variable for every call (e.g. a private state directory).
@@ -223,7 +236,9 @@ impl Plugin {
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -416,7 +431,11 @@ impl TestSr {
 
     /// Like [`TestSr::with_config`], on another cluster.
     pub fn on(lab: Lab, edit: impl FnOnce(&mut Value)) -> TestSr {
-        let plugin = Plugin::new(Kind::Volume);
+        Self::through(Plugin::new(Kind::Volume), lab, edit)
+    }
+
+    /// Like [`TestSr::on`], through a given volume plugin directory.
+    pub fn through(plugin: Plugin, lab: Lab, edit: impl FnOnce(&mut Value)) -> TestSr {
         let uuid = uuid::Uuid::new_v4().to_string();
         let namespace = unique("t");
         let mut config = lab.device_config();
