@@ -20,6 +20,7 @@
 //!   qemu-storage-daemon export;
 //! - [`legacy`], [`xmlrpc`], [`xenapi`]: the SMAPIv1 exec-driver front end
 //!   (`/opt/xensource/sm/CephRBDSR`), its wire format and its XenAPI callbacks;
+//! - [`doctor`]: host checks for an operator (`volume --doctor`) and `Plugin.diagnostics`;
 //! - [`log`]: `tracing` to stderr and syslog, never stdout.
 
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@
 pub mod ceph;
 pub mod config;
 pub mod datapath;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod krbd;

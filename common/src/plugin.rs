@@ -121,25 +121,23 @@ pub fn datapath_query(ctx: &Ctx, _req: DbgOnly) -> Result<QueryResult, OpError> 
 }
 
 /// `Plugin.diagnostics`: a printable report of this host's view (no personal data, no
-/// secrets): version, the tools found and their versions.
+/// secrets): version, tool versions, and the host checks of [`crate::doctor`].
 pub fn diagnostics(ctx: &Ctx, _req: DbgOnly) -> Result<String, OpError> {
     let mut report = String::new();
     let _ = writeln!(report, "cephrbd {} ({})", env!("CARGO_PKG_VERSION"), ctx.method);
     let _ = writeln!(report, "methods: {}", ctx.operations.iter().map(|op| op.name).collect::<Vec<_>>().join(" "));
     for tool in TOOLS {
-        match Program::resolve(tool) {
-            Ok(program) => {
-                let version = Cmd::new(&program, Duration::from_secs(10))
-                    .arg("--version")
-                    .run()
-                    .map(|out| String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
-                    .unwrap_or_else(|e| format!("version unknown: {e}"));
-                let _ = writeln!(report, "{tool}: {} ({version})", program.path().display());
-            }
-            Err(e) => {
-                let _ = writeln!(report, "{tool}: MISSING ({e})");
-            }
+        if let Ok(program) = Program::resolve(tool) {
+            let version = Cmd::new(&program, Duration::from_secs(10))
+                .arg("--version")
+                .run()
+                .map(|out| String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
+                .unwrap_or_else(|e| format!("version unknown: {e}"));
+            let _ = writeln!(report, "{tool} version: {version}");
         }
+    }
+    for finding in crate::doctor::host_checks() {
+        let _ = writeln!(report, "{finding}");
     }
     Ok(report)
 }

@@ -63,6 +63,15 @@ impl Program {
             .map_err(|_| CommandError::NotFound { program: name })
     }
 
+    /// A program at a known absolute path (our own helpers, outside [`SEARCH_PATH`]).
+    pub fn at(name: &'static str, path: &Path) -> Result<Program, CommandError> {
+        if path.is_file() {
+            Ok(Program { name, path: path.to_path_buf() })
+        } else {
+            Err(CommandError::NotFound { program: name })
+        }
+    }
+
     /// The program's short name (`rbd`).
     pub fn name(&self) -> &'static str {
         self.name

@@ -103,6 +103,41 @@ fn ceph_rpm_installs_working_plugins() {
         Command::new(root.join("opt/xensource/sm/CephRBDSR")).arg(requests.driver_info()).output().expect("runs");
     assert!(String::from_utf8_lossy(&legacy.stdout).contains("<name>capabilities</name>"));
 
+    // The operator's doctor on this host, with the SR's device-config.
+    std::fs::create_dir_all(root.join("etc/xapi.conf.d")).expect("mkdir");
+    std::fs::write(root.join("etc/xapi.conf"), "sm-plugins=ext nfs lvm\n").expect("write");
+    run(&lib.join("sm-plugins-conf"), &["--root", &root.display().to_string()]);
+    let lab = Lab::get();
+    let dconf = |extra: &[&str]| {
+        let mut args = vec![
+            "--doctor".to_owned(),
+            format!("pool={}", lab.pool),
+            format!("ceph_conf={}", lab.conf.display()),
+            format!("keyring={}", lab.keyring.display()),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let doctor = |args: &[String]| {
+        let out = Command::new(lib.join("volume")).args(args).env("CEPHRBD_ROOT", &root).output().expect("doctor");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, report) = doctor(&dconf(&[]));
+    assert_eq!(code, Some(0), "a healthy host:\n{report}");
+    assert!(report.contains("OK   monitors and pool") && report.contains("OK   sm-plugins whitelist"), "{report}");
+    std::fs::remove_file(volume_dir.join("SR.create")).expect("rm");
+    let (code, report) = doctor(&dconf(&["pool=no-such-pool"]));
+    assert_eq!(code, Some(1));
+    assert!(report.contains("missing or wrong: SR.create") && report.contains("install-plugins"), "{report}");
+    assert!(report.contains("create the pool"), "{report}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("mon_host={}", listener.local_addr().expect("addr"));
+    let started = std::time::Instant::now();
+    let (code, report) =
+        doctor(&[dconf(&[]), vec![dead, "timeout=3".to_owned(), "ceph_conf=/dev/null".to_owned()]].concat());
+    assert_eq!(code, Some(1));
+    assert!(report.contains("did not answer within 3 s") && started.elapsed().as_secs() < 10, "{report}");
+
     // Removal (%preun) takes the plugin directories away and leaves the watched roots.
     run(&install, &["--root", &root.display().to_string(), "--remove"]);
     assert!(!volume_dir.exists() && scripts.join("volume").is_dir() && scripts.join("datapath").is_dir());

@@ -35,5 +35,9 @@ static OPERATIONS: &[Operation] = &[
 static VOLUME: Executable = Executable { name: "volume", operations: OPERATIONS };
 
 fn main() -> ExitCode {
+    // The operator's host check: `volume --doctor [KEY=VALUE…]` (device-config keys).
+    if std::env::args().nth(1).as_deref() == Some("--doctor") {
+        return common::doctor::main(std::env::args().skip(2));
+    }
     exec::main(&VOLUME)
 }
