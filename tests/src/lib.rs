@@ -366,6 +366,16 @@ impl Lab {
     }
 }
 
+/// A volume's datapath URI with the given scheme (`cephrbd+qsd`, `cephrbd+krbd`).
+pub fn uri_with_scheme(volume: &Value, scheme: &str) -> String {
+    let prefix = format!("{scheme}://");
+    volume["uri"]
+        .as_array()
+        .and_then(|uris| uris.iter().filter_map(Value::as_str).find(|u| u.starts_with(&prefix)))
+        .unwrap_or_else(|| panic!("no {scheme} URI in {volume}"))
+        .to_owned()
+}
+
 /// The `nbd+unix://` URL (for qemu-io and fio) of the `Nbd` implementation in a
 /// `Datapath.attach` result (`nbd:unix:<socket>:exportname=<name>`).
 pub fn nbd_url(backend: &Value) -> String {

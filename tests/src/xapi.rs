@@ -29,8 +29,9 @@ pub enum Field {
     Map(Vec<(String, String)>),
 }
 
+/// Escapes as xapi's xml-light2 does (not as our driver does: that is the point of a
+/// stand-in): & < > " escaped, ' left alone, most control bytes dropped.
 fn escape(text: &str) -> String {
-    // xapi escapes & < > " and drops most control bytes; ' is left alone.
     let mut out = String::new();
     for c in text.chars() {
         match c {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cephrbd_tests::{nbd_url, scratch_dir, Kind, Plugin, TestSr};
+use cephrbd_tests::{nbd_url, scratch_dir, uri_with_scheme, Kind, Plugin, TestSr};
 use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
@@ -61,14 +61,7 @@ impl Drop for Host {
 }
 
 fn qsd_uri(volume: &Value) -> String {
-    volume["uri"]
-        .as_array()
-        .expect("uri")
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|u| u.starts_with("cephrbd+qsd://"))
-        .expect("qsd uri")
-        .to_owned()
+    uri_with_scheme(volume, "cephrbd+qsd")
 }
 
 /// Runs qemu-io commands on an export (read-only if the commands are all reads); returns

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use cephrbd_tests::{nbd_url, scratch_dir, Kind, Plugin, TestSr};
+use cephrbd_tests::{nbd_url, scratch_dir, uri_with_scheme, Kind, Plugin, TestSr};
 use serde_json::{json, Value};
 
 /// One workload, run the same way through both paths.
@@ -145,14 +145,7 @@ fn main() {
     let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
     let size = i64::try_from(SIZE).expect("fits");
     let v = t.call("Volume.create", json!({"name": "bench", "description": "", "size": size, "sharable": false})).ok();
-    let uri = v["uri"]
-        .as_array()
-        .expect("uris")
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|u| u.starts_with("cephrbd+qsd://"))
-        .expect("qsd")
-        .to_owned();
+    let uri = uri_with_scheme(&v, "cephrbd+qsd");
     let image = uri.split('?').next().and_then(|p| p.rsplit('/').next()).expect("image").to_owned();
     let spec = format!("{}/{}/{image}", t.lab.pool, t.namespace);
     // Fill the image first so reads touch real objects on both paths.
