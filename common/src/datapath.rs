@@ -220,7 +220,12 @@ fn parse(uri: &str) -> Result<VolumeUri, OpError> {
 }
 
 fn spec(uri: &VolumeUri) -> String {
-    let mut spec = format!("{}/{}/{}", uri.pool, uri.namespace, uri.image);
+    // `pool//image` is not a valid spec: the default namespace is left out.
+    let mut spec = if uri.namespace.is_empty() {
+        format!("{}/{}", uri.pool, uri.image)
+    } else {
+        format!("{}/{}/{}", uri.pool, uri.namespace, uri.image)
+    };
     if let Some(snap) = &uri.snap {
         spec.push('@');
         spec.push_str(snap);

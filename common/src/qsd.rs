@@ -102,13 +102,13 @@ impl Daemon {
             runner::signal(pid, libc::SIGTERM);
             let started = Instant::now();
             while self.running().is_some() && started.elapsed() < STOP_GRACE {
-                thread::sleep(Duration::from_millis(10));
+                thread::sleep(Duration::from_millis(2));
             }
             if self.running().is_some() {
                 warn!(pid, "qemu-storage-daemon ignored SIGTERM: killing it");
                 runner::signal(pid, libc::SIGKILL);
                 while self.running().is_some() && started.elapsed() < STOP_GRACE * 2 {
-                    thread::sleep(Duration::from_millis(10));
+                    thread::sleep(Duration::from_millis(2));
                 }
             }
             info!(pid, "qemu-storage-daemon stopped");
