@@ -20,12 +20,14 @@
 //!   qemu-storage-daemon export;
 //! - [`legacy`], [`xmlrpc`], [`xenapi`]: the SMAPIv1 exec-driver front end
 //!   (`/opt/xensource/sm/CephRBDSR`), its wire format and its XenAPI callbacks;
+//! - [`check`]: the consistency check of an SR and its safe repairs;
 //! - [`doctor`]: host checks for an operator (`volume --doctor`) and `Plugin.diagnostics`;
 //! - [`log`]: `tracing` to stderr and syslog, never stdout.
 
 #![warn(missing_docs)]
 
 pub mod ceph;
+pub mod check;
 pub mod config;
 pub mod datapath;
 pub mod doctor;

@@ -188,6 +188,11 @@ impl Records {
             .collect()
     }
 
+    /// Every key of ours.
+    pub fn keys(&self) -> impl Iterator<Item = MetaKey> + '_ {
+        self.parsed().map(|(k, _)| k)
+    }
+
     fn parsed(&self) -> impl Iterator<Item = (MetaKey, &str)> + '_ {
         self.entries.iter().filter_map(|(k, v)| MetaKey::parse(k).map(|key| (key, v.as_str())))
     }

@@ -570,6 +570,30 @@ impl PrivateLab {
             .expect("pid")
     }
 
+    /// Starts a daemon again after it was killed (`mon.a`, `osd.0`), as cluster-up.sh does.
+    pub fn restart(&self, daemon: &str) {
+        let (program, id) = match daemon.split_once('.') {
+            Some(("mon", id)) => ("ceph-mon", id),
+            Some(("osd", id)) => ("ceph-osd", id),
+            _ => panic!("cannot restart {daemon}"),
+        };
+        let pidfile = self.lab.dir.join("run").join(format!("{daemon}.pid"));
+        let old = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        let mut child = Command::new("setsid")
+            .args([program, "-f", "-c", &self.lab.conf.display().to_string(), "-i", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("restart {daemon}: {e}"));
+        // Reaped when it exits (cluster-down.sh stops it by its pidfile).
+        thread::spawn(move || child.wait());
+        let started = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&pidfile).ok().is_some_and(|p| p != old && !p.trim().is_empty())
+        });
+        assert!(started, "{daemon} did not start again");
+    }
+
     /// Sends a signal (`STOP`, `CONT`, `KILL`) to one of its daemons.
     pub fn signal(&self, daemon: &str, signal: &str) {
         let status =

@@ -36,8 +36,11 @@ static VOLUME: Executable = Executable { name: "volume", operations: OPERATIONS 
 
 fn main() -> ExitCode {
     // The operator's host check: `volume --doctor [KEY=VALUE…]` (device-config keys).
-    if std::env::args().nth(1).as_deref() == Some("--doctor") {
-        return common::doctor::main(std::env::args().skip(2));
+    match std::env::args().nth(1).as_deref() {
+        Some("--doctor") => return common::doctor::main(std::env::args().skip(2)),
+        // The consistency check of one SR: `volume --check <sr string> [--repair]`.
+        Some("--check") => return common::check::main(std::env::args().skip(2)),
+        _ => {}
     }
     exec::main(&VOLUME)
 }

@@ -1,0 +1,296 @@
+//! Reliability: the plugin killed after each Ceph command of an operation, daemons of a
+//! private cluster stopped or killed during operations, and many clients at once. Every
+//! scenario ends with the SR's consistency check clean (`common::check`), after the
+//! repairs it is allowed to make. Each prints what it injected (`--nocapture`), for
+//! RELIABILITY.md.
+
+// An integration-test crate is all tests; the lint is for test code mixed into the library.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cephrbd_tests::{scratch_dir, uri_with_scheme, Kind, Outcome, Plugin, PrivateLab, TestSr};
+use common::check;
+use common::uri::SrUri;
+use serde_json::{json, Value};
+
+fn key(v: &Value) -> String {
+    v["key"].as_str().expect("key").to_owned()
+}
+
+/// Runs `method` through a plugin that kills itself after its `n`th Ceph command.
+fn crash_after(kind: Kind, n: usize, run_dir: Option<&str>, method: &str, args: &Value) -> Outcome {
+    let mut plugin = Plugin::new(kind).with_env("CEPHRBD_CRASH_AFTER", n.to_string());
+    if let Some(dir) = run_dir {
+        plugin = plugin.with_env("CEPHRBD_RUN_DIR", dir);
+    }
+    let mut args = args.clone();
+    args["dbg"] = json!("crash test");
+    plugin.call_raw(method, &["--json"], &serde_json::to_vec(&args).expect("json"))
+}
+
+/// Repairs, then checks that nothing is left to repair.
+fn assert_consistent(sr: &str, context: &str) -> usize {
+    let sr = SrUri::parse(sr).expect("sr");
+    let repaired = check::check(&sr, true).unwrap_or_else(|e| panic!("{context}: check failed: {e}"));
+    let left = check::check(&sr, false).unwrap_or_else(|e| panic!("{context}: check failed: {e}"));
+    assert!(left.is_empty(), "{context}: inconsistent after repair: {left:?}");
+    repaired.len()
+}
+
+/// One operation killed after each of its Ceph commands in turn; after each crash the
+/// check repairs what is safe, and the operation can be run again.
+fn crash_each_step(t: &TestSr, name: &str, setup: impl Fn() -> (String, Value), again_ok: &[&str]) -> (usize, usize) {
+    let (mut crashes, mut repairs) = (0, 0);
+    for n in 1..=12 {
+        let (method, args) = setup();
+        let out = crash_after(Kind::Volume, n, None, &method, &args);
+        if out.status == 0 {
+            break;
+        }
+        assert!(out.status != 1, "{name}: failed instead of crashing at command {n}: {}", out.stdout);
+        crashes += 1;
+        repairs += assert_consistent(&t.sr, &format!("{name} killed after command {n}"));
+        let mut retry = args.clone();
+        retry["sr"] = json!(t.sr);
+        let again = t.plugin.call(&method, retry);
+        if again.status != 0 {
+            let (error, message) = again.error_name_and_message();
+            assert!(again_ok.contains(&error.as_str()), "{name} after a crash at command {n}: {error}: {message}");
+        }
+        assert_consistent(&t.sr, &format!("{name}: the call after the crash at {n}"));
+    }
+    eprintln!("crash: {name}: killed after each of {crashes} commands; {repairs} repairs; nothing lost");
+    (crashes, repairs)
+}
+
+#[test]
+fn ceph_plugin_killed_after_each_ceph_command_leaves_a_repairable_state() {
+    let t = TestSr::create();
+    let sr = t.sr.clone();
+    let create = || {
+        ("Volume.create".to_owned(), json!({"sr": sr, "name": "c", "description": "", "size": 4096, "sharable": false}))
+    };
+    crash_each_step(&t, "Volume.create", create, &[]);
+    let base = key(&t.create_volume("base", 4 << 20));
+    crash_each_step(&t, "Volume.snapshot", || ("Volume.snapshot".to_owned(), json!({"sr": sr, "key": base})), &[]);
+    crash_each_step(&t, "Volume.clone (writable)", || ("Volume.clone".to_owned(), json!({"sr": sr, "key": base})), &[]);
+    let snap = key(&t.call("Volume.snapshot", json!({"key": base})).ok());
+    crash_each_step(&t, "Volume.clone (snapshot)", || ("Volume.clone".to_owned(), json!({"sr": sr, "key": snap})), &[]);
+    // Destroy of a clone of a writable volume: it reclaims the hidden base too.
+    crash_each_step(
+        &t,
+        "Volume.destroy (fast clone)",
+        || {
+            let clone = key(&t.call("Volume.clone", json!({"key": base})).ok());
+            ("Volume.destroy".to_owned(), json!({"sr": sr, "key": clone}))
+        },
+        &["Volume_does_not_exist"],
+    );
+    // Destroy of a volume that still has a snapshot: it only vanishes.
+    crash_each_step(
+        &t,
+        "Volume.destroy (with a snapshot)",
+        || {
+            let v = key(&t.create_volume("d", 4096));
+            t.call("Volume.snapshot", json!({"key": v})).ok();
+            t.call("Volume.set", json!({"key": v, "k": "a", "v": "b"})).ok();
+            ("Volume.destroy".to_owned(), json!({"sr": sr, "key": v}))
+        },
+        &["Volume_does_not_exist"],
+    );
+    // Datapath: activate killed after each command (status, daemon start).
+    let run = scratch_dir("crash-dp");
+    let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
+    let uri = uri_with_scheme(&t.create_volume("dp", 4 << 20), "cephrbd+qsd");
+    let args = json!({"uri": uri, "domain": "1"});
+    let mut crashes = 0;
+    for n in 1..=4 {
+        dp.call("Datapath.attach", args.clone()).ok();
+        let out = crash_after(Kind::Datapath, n, Some(&run.display().to_string()), "Datapath.activate", &args);
+        if out.status == 0 {
+            dp.call("Datapath.deactivate", args.clone()).ok();
+            dp.call("Datapath.detach", args.clone()).ok();
+            break;
+        }
+        crashes += 1;
+        // SR.attach on this host reaps; then activate works and the cycle completes.
+        Plugin::new(Kind::Volume)
+            .with_env("CEPHRBD_RUN_DIR", run.display().to_string())
+            .call("SR.attach", json!({"configuration": t.config}))
+            .ok();
+        dp.call("Datapath.activate", args.clone()).ok();
+        dp.call("Datapath.deactivate", args.clone()).ok();
+        dp.call("Datapath.detach", args.clone()).ok();
+    }
+    eprintln!("crash: Datapath.activate: killed after each of {crashes} commands; reaped by SR.attach");
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("dp"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "host state left: {leftovers:?}");
+    assert_consistent(&t.sr, "after the datapath crashes");
+    let _ = std::fs::remove_dir_all(run);
+}
+
+/// What a fault looks like from the client: the call ends with a clear error (or, for
+/// SR.stat, the Unreachable health) within the SR's time limit.
+fn during_fault(t: &TestSr, limit: Duration, what: &str, base: &str) -> Vec<String> {
+    let mut report = Vec::new();
+    let started = Instant::now();
+    let stat = t.call("SR.stat", json!({}));
+    let elapsed = started.elapsed();
+    assert!(elapsed < limit, "{what}: SR.stat took {elapsed:?}");
+    if stat.status == 0 {
+        assert_ne!(stat.value()["health"][0], "Healthy", "{what}: SR.stat says Healthy");
+    }
+    report.push(format!("SR.stat {:.1} s", elapsed.as_secs_f64()));
+    for (method, args) in [
+        ("Volume.create", json!({"name": "f", "description": "", "size": 4096, "sharable": false})),
+        ("Volume.snapshot", json!({"key": base})),
+    ] {
+        let started = Instant::now();
+        let out = t.call(method, args);
+        let elapsed = started.elapsed();
+        assert!(elapsed < limit, "{what}: {method} took {elapsed:?}");
+        assert_eq!(out.status, 1, "{what}: {method} succeeded during the fault");
+        report.push(format!("{method} {:.1} s", elapsed.as_secs_f64()));
+    }
+    report
+}
+
+/// The monitor stopped (SIGSTOP), the monitor killed, and the OSD stalled (SIGSTOP):
+/// every call gives a clear error within the time limit, never a hang; after recovery the
+/// same calls succeed and the SR is consistent.
+#[test]
+fn ceph_faults_give_errors_within_the_limit_and_recovery_works() {
+    let lab = PrivateLab::start("faults");
+    let timeout = 4;
+    let t = TestSr::on(lab.lab.clone(), |c| c["timeout"] = json!(timeout.to_string()));
+    let limit = Duration::from_secs(timeout * 2 + 2);
+    let base = key(&t.create_volume("base", 4 << 20));
+    let snap = key(&t.call("Volume.snapshot", json!({"key": base})).ok());
+    for (fault, daemon) in [("monitor stopped", "mon.a"), ("OSD stalled", "osd.0"), ("monitor killed", "mon.a")] {
+        match fault {
+            "monitor killed" => lab.signal(daemon, "KILL"),
+            _ => lab.signal(daemon, "STOP"),
+        }
+        let mut report = during_fault(&t, limit, fault, &base);
+        for (method, args) in [
+            ("Volume.clone", json!({"key": snap})),
+            ("Volume.destroy", json!({"key": snap})),
+            ("Volume.stat", json!({"key": base})),
+        ] {
+            let started = Instant::now();
+            let out = t.call(method, args);
+            let elapsed = started.elapsed();
+            assert!(elapsed < limit, "{fault}: {method} took {elapsed:?}");
+            assert_eq!(out.status, 1, "{fault}: {method} succeeded during the fault");
+            let (name, _) = out.error_name_and_message();
+            assert!(name.starts_with("Ceph_") || name == "Timed_out", "{fault}: {method}: unclear error {name}");
+            report.push(format!("{method} {:.1} s", elapsed.as_secs_f64()));
+        }
+        match fault {
+            "monitor killed" => lab.restart(daemon),
+            _ => lab.signal(daemon, "CONT"),
+        }
+        let healthy = cephrbd_tests::wait_until(Duration::from_secs(60), || {
+            let out = t.plugin.call_raw(
+                "SR.stat",
+                &["--json"],
+                serde_json::to_string(&json!({"dbg": "d", "sr": t.sr})).expect("json").as_bytes(),
+            );
+            out.status == 0 && out.stdout.contains("Healthy")
+        });
+        assert!(healthy, "{fault}: the SR did not recover");
+        let v = key(&t.create_volume("after", 4096));
+        t.call("Volume.clone", json!({"key": snap})).ok();
+        t.call("Volume.destroy", json!({"key": v})).ok();
+        assert_consistent(&t.sr, fault);
+        eprintln!("fault: {fault}: {} (limit {} s); recovered", report.join(", "), timeout);
+    }
+}
+
+/// 16 clients at once for a while (60 s by default, `CEPHRBD_LOAD_SECONDS`), each mixing
+/// every volume operation and attach/detach on one SR and one host: no lost key, no
+/// double map, no leaked image.
+#[test]
+fn ceph_sixteen_parallel_clients_lose_nothing() {
+    let seconds: u64 = std::env::var("CEPHRBD_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let t = TestSr::create();
+    let run = scratch_dir("load");
+    let shared = key(&t.create_volume("shared", 4096));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let results: Vec<(BTreeSet<String>, usize, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|w| {
+                let (t, shared, run) = (&t, shared.clone(), run.clone());
+                s.spawn(move || {
+                    let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
+                    let mut shared_keys = BTreeSet::new();
+                    let (mut ops, mut alive) = (0usize, Vec::new());
+                    let mut i = 0usize;
+                    while Instant::now() < deadline {
+                        i += 1;
+                        let k = format!("w{w}-{i}");
+                        t.call("Volume.set", json!({"key": shared, "k": k, "v": "x"})).ok();
+                        shared_keys.insert(k);
+                        let v = t.create_volume(&format!("w{w}"), 4 << 20);
+                        let vk = key(&v);
+                        t.call("Volume.set", json!({"key": vk, "k": "vdi-type", "v": "user"})).ok();
+                        match i % 4 {
+                            0 => {
+                                let snap = key(&t.call("Volume.snapshot", json!({"key": vk})).ok());
+                                let clone = key(&t.call("Volume.clone", json!({"key": snap})).ok());
+                                t.call("Volume.destroy", json!({"key": vk})).ok();
+                                t.call("Volume.destroy", json!({"key": snap})).ok();
+                                alive.push(clone);
+                            }
+                            1 => {
+                                let uri = uri_with_scheme(&v, "cephrbd+qsd");
+                                let args = json!({"uri": uri, "domain": format!("{w}")});
+                                for m in
+                                    ["Datapath.attach", "Datapath.activate", "Datapath.deactivate", "Datapath.detach"]
+                                {
+                                    dp.call(m, args.clone()).ok();
+                                }
+                                alive.push(vk);
+                            }
+                            2 => {
+                                t.call("Volume.resize", json!({"key": vk, "new_size": 8 << 20})).ok();
+                                t.call("Volume.clone", json!({"key": vk})).ok();
+                                alive.push(vk);
+                            }
+                            _ => {
+                                t.call("Volume.destroy", json!({"key": vk})).ok();
+                            }
+                        }
+                        ops += 1;
+                    }
+                    let count = alive.len();
+                    (shared_keys, ops, count)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client")).collect()
+    });
+    let listed = t.ls();
+    let shared_now = &listed.iter().find(|v| key(v) == shared).expect("shared")["keys"];
+    let written: BTreeSet<String> = results.iter().flat_map(|(k, _, _)| k.iter().cloned()).collect();
+    for k in &written {
+        assert_eq!(shared_now[k], "x", "key {k} was lost");
+    }
+    let ops: usize = results.iter().map(|(_, o, _)| *o).sum();
+    let daemons = std::fs::read_dir(run.join("dp"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".pid")).count())
+        .unwrap_or(0);
+    assert_eq!(daemons, 0, "daemons left running");
+    assert_consistent(&t.sr, "after the load");
+    eprintln!("load: 16 clients, {seconds} s, {ops} rounds ({} shared keys written, all present), {} volumes listed, no daemon left", written.len(), listed.len());
+    let _ = std::fs::remove_dir_all(run);
+}
