@@ -173,8 +173,12 @@ fn ceph_faults_give_errors_within_the_limit_and_recovery_works() {
     let timeout = 4;
     let t = TestSr::on(lab.lab.clone(), |c| c["timeout"] = json!(timeout.to_string()));
     let limit = Duration::from_secs(timeout * 2 + 2);
-    let base = key(&t.create_volume("base", 4 << 20));
+    let base_volume = t.create_volume("base", 4 << 20);
+    let base = key(&base_volume);
     let snap = key(&t.call("Volume.snapshot", json!({"key": base})).ok());
+    let run = scratch_dir("fault-dp");
+    let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
+    let dp_args = json!({"uri": uri_with_scheme(&base_volume, "cephrbd+qsd"), "domain": "1"});
     for (fault, daemon) in [("monitor stopped", "mon.a"), ("OSD stalled", "osd.0"), ("monitor killed", "mon.a")] {
         match fault {
             "monitor killed" => lab.signal(daemon, "KILL"),
@@ -195,6 +199,13 @@ fn ceph_faults_give_errors_within_the_limit_and_recovery_works() {
             assert!(name.starts_with("Ceph_") || name == "Timed_out", "{fault}: {method}: unclear error {name}");
             report.push(format!("{method} {:.1} s", elapsed.as_secs_f64()));
         }
+        // Attach needs no Ceph call in the userspace mode; activate does (the fence).
+        dp.call("Datapath.attach", dp_args.clone()).ok();
+        let started = Instant::now();
+        let out = dp.call("Datapath.activate", dp_args.clone());
+        let elapsed = started.elapsed();
+        assert!(elapsed < limit && out.status == 1, "{fault}: Datapath.activate: {elapsed:?} {}", out.stdout);
+        report.push(format!("Datapath.activate {:.1} s", elapsed.as_secs_f64()));
         match fault {
             "monitor killed" => lab.restart(daemon),
             _ => lab.signal(daemon, "CONT"),
@@ -208,12 +219,16 @@ fn ceph_faults_give_errors_within_the_limit_and_recovery_works() {
             out.status == 0 && out.stdout.contains("Healthy")
         });
         assert!(healthy, "{fault}: the SR did not recover");
+        for m in ["Datapath.activate", "Datapath.deactivate", "Datapath.detach"] {
+            dp.call(m, dp_args.clone()).ok();
+        }
         let v = key(&t.create_volume("after", 4096));
         t.call("Volume.clone", json!({"key": snap})).ok();
         t.call("Volume.destroy", json!({"key": v})).ok();
         assert_consistent(&t.sr, fault);
         eprintln!("fault: {fault}: {} (limit {} s); recovered", report.join(", "), timeout);
     }
+    let _ = std::fs::remove_dir_all(run);
 }
 
 /// 16 clients at once for a while (60 s by default, `CEPHRBD_LOAD_SECONDS`), each mixing
