@@ -265,6 +265,8 @@ fn ceph_bad_input_changes_nothing() {
         assert_eq!(name, expected, "{method} {args}: {message}");
     }
     assert_eq!((t.ls(), t.images()), before, "bad requests changed the SR");
+    let sr = common::uri::SrUri::parse(&t.sr).expect("sr");
+    assert_eq!(common::check::check(&sr, false).expect("check"), vec![], "no key left behind");
 }
 
 /// SR.create with a bad device-config: the error, after checking that the SR's namespace
