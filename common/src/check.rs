@@ -202,7 +202,7 @@ pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
             if !rbd::children(conn, &sr.spec(&leaf))?.is_empty() {
                 continue;
             }
-            let repaired = repair && remove_snapshot(sr, &leaf)?;
+            let repaired = repair && volume::remove_snapshot_if_free(sr, &leaf)?;
             note(Problem::OrphanSnapshot { snapshot: leaf }, repaired);
         }
     }
@@ -231,13 +231,6 @@ pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
         }
     }
     Ok(findings)
-}
-
-fn remove_snapshot(sr: &SrUri, leaf: &str) -> Result<bool, OpError> {
-    let spec = sr.spec(leaf);
-    rbd::snap_unprotect(&sr.conn, &spec)?;
-    rbd::snap_remove(&sr.conn, &spec)?;
-    Ok(true)
 }
 
 /// `volume --check <sr string> [--repair]`: prints each finding; exit 1 if any remains.

@@ -333,17 +333,16 @@ fn activate_as(req: &UriDomain, read_only: bool) -> Result<(), OpError> {
         daemon.stop();
         fence(&uri.conn, &spec(&uri), own)?;
     }
+    // Recorded before the daemon starts, so a crash in between leaves a state reap() sees.
+    state.active = Some(Active { domain: req.domain.clone(), read_only });
+    locked.save(&state)?;
     if state.mode == Mode::Qsd {
-        state.active = Some(Active { domain: req.domain.clone(), read_only });
-        locked.save(&state)?;
         if let Err(e) = daemon.start(&uri, read_only) {
             state.active = None;
             locked.save(&state)?;
             return Err(e.into());
         }
     }
-    state.active = Some(Active { domain: req.domain.clone(), read_only });
-    locked.save(&state)?;
     info!(volume = %uri.volume, domain = %req.domain, read_only, "activated");
     Ok(())
 }

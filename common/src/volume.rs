@@ -457,7 +457,7 @@ fn remove_image_if_free(sr: &SrUri, image: &str) -> Result<bool, OpError> {
 }
 
 /// Removes a snapshot unless it has clones; true if it is gone.
-fn remove_snapshot_if_free(sr: &SrUri, leaf: &str) -> Result<bool, OpError> {
+pub(crate) fn remove_snapshot_if_free(sr: &SrUri, leaf: &str) -> Result<bool, OpError> {
     let spec = sr.spec(leaf);
     match rbd::snap_remove(&sr.conn, &spec) {
         Ok(_) => Ok(true),
