@@ -218,6 +218,26 @@ impl Requests {
         )
     }
 
+    /// `vdi_introduce` of the volume at `location` under xapi's `new_uuid`.
+    pub fn vdi_introduce(&self, location: &str, new_uuid: &str) -> String {
+        method_call(
+            "vdi_introduce",
+            &[
+                ("host_ref", s(&self.host_ref)),
+                ("command", s("vdi_introduce")),
+                ("args", list(&[])),
+                ("device_config", self.dconf(Some(true))),
+                ("session_ref", s(&self.session_ref)),
+                ("sr_ref", s(&self.sr_ref)),
+                ("sr_uuid", s(&self.sr_uuid)),
+                ("vdi_location", s(location)),
+                ("vdi_sm_config", Field::Map(vec![])),
+                ("new_uuid", s(new_uuid)),
+                ("subtask_of", Self::task("VDI.introduce")),
+            ],
+        )
+    }
+
     /// A command on an existing VDI.
     pub fn vdi(&self, command: &str, args: &[&str], vdi: &Vdi, master: bool) -> String {
         let mut fields = vec![

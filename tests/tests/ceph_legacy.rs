@@ -202,6 +202,16 @@ fn ceph_both_front_ends_share_one_layout() {
     let found = listed.iter().find(|v| v["key"] == json!(key)).expect("legacy VDI in SR.ls");
     assert_eq!(found["name"], "from v2");
     assert_eq!(found["keys"]["vdi-type"], "user");
+    // sr_probe finds this SR; vdi_introduce gives a volume xapi's chosen uuid.
+    let probe = host.run(&host.req.probe()).ok();
+    let probe = probe.as_str().expect("probe answers a string");
+    assert!(probe.contains(&format!("<UUID>{}</UUID>", t.uuid)) && probe.contains("<Pool>"), "{probe}");
+    let extra = t.create_volume("introduced", 4 << 20);
+    let new_uuid = uuid::Uuid::new_v4().to_string();
+    let answer = host.run(&host.req.vdi_introduce(extra["key"].as_str().expect("key"), &new_uuid)).ok();
+    assert_eq!(answer.get("uuid").and_then(Value::as_str), Some(new_uuid.as_str()));
+    let introduced = host.server.vdi_by_location(extra["key"].as_str().expect("key")).expect("introduced");
+    assert_eq!(introduced.uuid, new_uuid);
     // A volume destroyed by the SMAPIv3 side is forgotten by the next legacy scan.
     t.call("Volume.destroy", json!({"key": v3["key"]})).ok();
     assert_eq!(host.run(&host.req.sr("sr_scan", &[], true)).ok(), Value::Nil);
