@@ -54,9 +54,10 @@ pub fn resize(conn: &Conn, spec: &str, size: u64) -> Result<(), CephError> {
     run(conn, &format!("image {spec}"), &["resize", "--no-progress", "--size", &size, spec])
 }
 
-/// `rbd snap create <spec>@<snap>`.
+/// `rbd snap create <spec>@<snap>`. No `--no-progress`: Nautilus (14.2, the dom0 client)
+/// does not know it for `snap create`, and newer clients print progress on stderr only.
 pub fn snap_create(conn: &Conn, snap_spec: &str) -> Result<(), CephError> {
-    run(conn, &format!("snapshot {snap_spec}"), &["snap", "create", "--no-progress", snap_spec])
+    run(conn, &format!("snapshot {snap_spec}"), &["snap", "create", snap_spec])
 }
 
 /// `rbd snap protect`; `Identity` if already protected.
