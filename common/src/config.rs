@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::ceph::Conn;
 use crate::error::RequestError;
 
 /// Default path of the Ceph configuration file.
@@ -36,6 +37,9 @@ pub const KEYS: &[(&str, &str)] = &[
 
 /// Older spellings still accepted: (alias, key).
 pub const ALIASES: &[(&str, &str)] = &[("conf", "ceph_conf"), ("user", "ceph_user")];
+
+/// Image features used when device-config does not say: what XCP-ng's 4.19 kernel can map.
+pub const DEFAULT_FEATURES: &[&str] = &["layering", "exclusive-lock"];
 
 /// RBD image features cephrbd knows how to use.
 pub const KNOWN_FEATURES: &[&str] = &["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"];
@@ -75,6 +79,17 @@ impl DeviceConfig {
     /// empty: probe every pool).
     pub fn parse_for_probe(raw: &BTreeMap<String, String>) -> Result<Self, RequestError> {
         Self::parse_inner(raw, false)
+    }
+
+    /// The connection this device-config describes.
+    pub fn conn(&self) -> Conn {
+        Conn {
+            conf: self.ceph_conf.clone(),
+            id: self.ceph_user.clone(),
+            keyring: self.keyring.clone(),
+            mon_host: self.mon_host.clone(),
+            timeout: self.timeout,
+        }
     }
 
     /// Checks that the keyring, when one is named and readable, holds a key for the user:

@@ -1,24 +1,18 @@
-//! The error layers and the one boundary where they become the SMAPI error object.
+//! The errors of the operations, shared by both front ends.
 //!
 //! Layers, innermost first:
-//! - [`CommandError`](crate::runner::CommandError): an external program could not run,
-//!   failed, or hit its time limit;
-//! - [`CephError`](crate::ceph::CephError): what a failed `rbd`/`ceph` call means;
+//! - [`CommandError`]: an external program could not run, failed, or hit its time limit;
+//! - [`CephError`]: what a failed `rbd`/`ceph` call means;
 //! - [`RequestError`]: the request was malformed (nothing was changed);
 //! - [`OpError`]: what an operation reports, wrapping the others.
 //!
-//! [`SmapiError::from`] is the only place an error becomes the
-//! `{"code","params","backtrace"}` object xapi-storage-script parses (smapiv3.md §1.3). It
-//! matches every variant by name, so a new variant cannot be forgotten.
+//! Each front end turns an [`OpError`] into its own wire form in exactly one place: the
+//! SMAPIv3 error object in `smapi::error`, the SMAPIv1 fault in the `legacy` crate. Both match every variant by name, so a new variant cannot be forgotten.
 
-use serde::Serialize;
+use std::fmt;
 
 use crate::ceph::CephError;
-use crate::runner::CommandError;
-use crate::schema::{SchemaError, Violation};
-
-/// The error code xapi reports for every plugin failure (the Python bindings' default).
-pub const BACKEND_FAILURE: &str = "SR_BACKEND_FAILURE";
+use crate::process::runner::CommandError;
 
 /// A request that cannot be carried out as written. Raised before any side effect.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,9 +203,6 @@ pub enum OpError {
         /// Each undo step that failed, with its error.
         failures: Vec<String>,
     },
-    /// A XenAPI callback (legacy driver) failed.
-    #[error(transparent)]
-    XenApi(#[from] crate::xenapi::XenApiError),
     /// The embedded schemas are broken (a packaging bug).
     #[error("internal error: {0}")]
     Schema(#[from] SchemaError),
@@ -237,77 +228,53 @@ pub enum OpError {
     Output(#[source] std::io::Error),
 }
 
-/// The error object of the SMAPIv3 exec protocol (smapiv3.md §1.3), printed on stdout with
-/// exit status 1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SmapiError {
-    /// The XenAPI error code.
-    pub code: String,
-    /// `[<error name>, <detail>…]`: xapi shows these to the administrator.
-    pub params: Vec<String>,
-    /// The cause chain.
-    pub backtrace: Backtrace,
+/// Where a value breaks its schema, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The path of the offending value inside the request (`size`, `configuration.pool`,
+    /// `implementations[1]`); empty for the request as a whole.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
-/// The `backtrace` member of [`SmapiError`]; all three fields are required by xapi.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Backtrace {
-    /// The whole error chain, outermost first, joined by `: `.
-    pub error: String,
-    /// Source files (unused by us; required by the protocol).
-    pub files: Vec<String>,
-    /// Source lines (unused by us; required by the protocol).
-    pub lines: Vec<i64>,
-}
-
-impl From<&OpError> for SmapiError {
-    fn from(err: &OpError) -> Self {
-        let (name, detail) = smapi_params(err);
-        SmapiError {
-            code: BACKEND_FAILURE.to_owned(),
-            params: vec![name.to_owned(), detail],
-            backtrace: Backtrace { error: chain(err), files: Vec::new(), lines: Vec::new() },
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "field `{}`: {}", self.path, self.message)
         }
     }
 }
 
-/// `params` of the error object: the error name and its detail. For the IDL's own errors
-/// the detail is the object's identifier, as the Python bindings send it.
-fn smapi_params(err: &OpError) -> (&'static str, String) {
-    let message = err.to_string();
-    let name = match err {
-        OpError::Request(r) => match r {
-            RequestError::EmptyInput { .. }
-            | RequestError::MalformedJson { .. }
-            | RequestError::NotAnObject { .. }
-            | RequestError::Invalid { .. }
-            | RequestError::CommandLine { .. }
-            | RequestError::BadUri { .. }
-            | RequestError::BadSize { .. } => "Invalid_request",
-            RequestError::UnknownMethod { .. } => "Unimplemented",
-            RequestError::UnknownConfigKey { .. }
-            | RequestError::MissingConfigKey { .. }
-            | RequestError::BadConfigValue { .. } => "Invalid_device_config",
-        },
-        OpError::VolumeDoesNotExist { key } => return ("Volume_does_not_exist", key.clone()),
-        OpError::SrDoesNotExist { uuid, .. } => return ("SR_does_not_exist", uuid.clone()),
-        OpError::PoolNotFound { .. } => "Pool_does_not_exist",
-        OpError::NamespaceInUse { .. } => "SR_namespace_in_use",
-        OpError::SrNotEmpty { .. } => "SR_not_empty",
-        OpError::ReadOnly { .. } => "Volume_read_only",
-        OpError::Shrink { .. } => "Volume_shrink_refused",
-        OpError::Locked { .. } => "SR_busy",
-        OpError::Rollback { cause, .. } => smapi_params(cause).0,
-        OpError::Ceph(c) => c.smapi_name(),
-        OpError::XenApi(_) => "XenAPI_failure",
-        OpError::Command(c) => c.smapi_name(),
-        OpError::LocalState { .. }
-        | OpError::Schema(_)
-        | OpError::InvalidResult { .. }
-        | OpError::Panicked { .. }
-        | OpError::Output(_) => "Internal_error",
-    };
-    (name, message)
+/// A schema file that cannot be used: an embedded-data bug, caught by the unit tests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// No schema file exists for this method name.
+    #[error("no schema for method `{method}`")]
+    NoSchema {
+        /// The method looked up.
+        method: String,
+    },
+    /// A schema file is not valid JSON.
+    #[error("schema file {file} is not valid JSON: {detail}")]
+    Unparsable {
+        /// The file name.
+        file: String,
+        /// serde_json's message.
+        detail: String,
+    },
+    /// A schema uses something this validator does not implement.
+    #[error("schema file {file} at {location}: {problem}")]
+    Unsupported {
+        /// The file name.
+        file: String,
+        /// A JSON pointer into the file.
+        location: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// The error and its sources, outermost first, joined by `: `.
@@ -323,21 +290,4 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_object_has_the_three_required_members() {
-        let err = OpError::Request(RequestError::EmptyInput { method: "SR.stat".to_owned() });
-        let obj = serde_json::to_value(SmapiError::from(&err)).expect("serializes");
-        assert_eq!(obj["code"], "SR_BACKEND_FAILURE");
-        assert_eq!(obj["params"][0], "Invalid_request");
-        assert!(obj["params"][1].as_str().expect("string").contains("SR.stat"));
-        assert!(obj["backtrace"]["error"].is_string());
-        assert!(obj["backtrace"]["files"].is_array());
-        assert!(obj["backtrace"]["lines"].is_array());
-    }
 }

@@ -1,56 +1,48 @@
-//! `common`: everything the cephrbd executables share.
+//! `common`: the operations and the Ceph driver both cephrbd front ends share.
 //!
-//! The executables (`volume`, `datapath`, and later the SMAPIv2 wrapper) only parse their
-//! wire protocol, call one operation from here and print its answer. This crate owns:
+//! The executables only parse their wire protocol, call one operation from here and print
+//! its answer: `volume` and `datapath` speak SMAPIv3 through [`smapi`]; the `legacy` crate
+//! (`/opt/xensource/sm/CephRBDSR`) speaks SMAPIv1 with its own XML-RPC code and calls the
+//! same [`ops`].
 //!
-//! - [`exec`]: the SMAPIv3 exec protocol (argv\[0\] dispatch, `--json` on stdin, positional
-//!   arguments for an operator, exactly one JSON value on stdout, the error object);
-//! - [`schema`]: validation of every request and result against `xapi-storage-schemas`;
-//! - [`error`]: the error layers and the one mapping to the SMAPI error object;
-//! - [`runner`]: the only place that starts external programs (time limits, redaction);
-//! - [`config`]: device-config parsing (the keys an administrator writes);
-//! - [`ceph`]: connection arguments and the typed `rbd`/`ceph` wrappers;
-//! - [`plugin`]: `Plugin.Query` and `Plugin.diagnostics`;
-//! - [`sr`], [`volume`]: the SR and Volume interfaces, one function per method;
-//! - [`names`], [`meta`], [`uri`]: every Ceph name, the SR's records, the SR and volume URIs;
-//! - [`rbd`]: typed wrappers, one per `rbd`/`ceph` subcommand; [`undo`], [`lock`]: rollback
-//!   of multi-step operations and host-local locks;
-//! - [`protocol`]: the records returned to xapi;
-//! - [`datapath`], [`krbd`], [`qsd`]: the Datapath interface, kernel RBD, and the userspace
-//!   qemu-storage-daemon export;
-//! - [`legacy`], [`xmlrpc`], [`xenapi`]: the SMAPIv1 exec-driver front end
-//!   (`/opt/xensource/sm/CephRBDSR`), its wire format and its XenAPI callbacks;
-//! - [`check`]: the consistency check of an SR and its safe repairs;
-//! - [`doctor`]: host checks for an operator (`volume --doctor`) and `Plugin.diagnostics`;
-//! - [`log`]: `tracing` to stderr and syslog, never stdout.
+//! # Module map
+//!
+//! Layers, lowest first. A module uses only modules listed before it, never one after:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`process`] | the only way to start a program (time limits, redaction), and logging |
+//! | [`ceph`] | the Ceph driver: [`Conn`](ceph::Conn), typed `rbd`/`ceph` wrappers, kernel RBD, the qemu-storage-daemon export |
+//! | [`error`] | [`OpError`] and [`RequestError`](error::RequestError): what operations report |
+//! | [`config`] | device-config, the keys an administrator writes |
+//! | [`layout`] | the SR in Ceph: names, the header records, the SR string and volume URIs |
+//! | [`host`] | this host's state: locks and what it holds of each volume |
+//! | [`smapi`] | the SMAPIv3 protocol: exec, schema validation, wire records, the error object |
+//! | [`ops`] | the operations: SR, Volume, Datapath, reclaiming storage, rollback |
+//! | [`admin`] | the consistency check, the host doctor, `Plugin.Query`/`diagnostics` |
+//!
+//! # One call, from argv to Ceph and back
+//!
+//! xapi-storage-script runs `…/Volume.snapshot --json` (a symlink to `volume`) with the
+//! arguments on stdin. [`smapi::exec::run`] picks the table entry by the name it was called
+//! by, validates the arguments against the method's schema, and calls the executable's
+//! handler, which parses the SR string ([`layout::uri::SrUri`]) and calls
+//! [`ops::volume::snapshot`]. The operation reads the SR's records
+//! ([`layout::records::Header`]), runs `rbd snap create` through [`ceph::rbd`] and
+//! [`process::runner`], records the new volume, and returns a
+//! [`smapi::wire::Volume`]; exec validates it against the result schema and prints one
+//! JSON value. A failure anywhere becomes one error object ([`smapi::error`]).
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod ceph;
-pub mod check;
 pub mod config;
-pub mod datapath;
-pub mod doctor;
 pub mod error;
-pub mod exec;
-pub mod krbd;
-pub mod legacy;
-pub mod lock;
-pub mod log;
-pub mod meta;
-pub mod names;
-pub mod plugin;
-pub mod protocol;
-pub mod qsd;
-pub mod rbd;
-pub mod runner;
-pub mod schema;
-pub mod sr;
-pub mod undo;
-pub mod uri;
-pub mod volume;
-pub mod xenapi;
-pub mod xmlrpc;
+pub mod host;
+pub mod layout;
+pub mod ops;
+pub mod process;
+pub mod smapi;
 
 pub use error::OpError;
-pub use exec::{Ctx, Operation};

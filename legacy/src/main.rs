@@ -1,15 +1,15 @@
 //! `/opt/xensource/sm/CephRBDSR`: the legacy (SMAPIv1 exec) driver behind SR type
 //! `cephrbd`. xapi passes one XML-RPC `methodCall` in argv\[1\]; this prints exactly one
-//! `methodResponse` and always exits 0, faults included. Everything else is in
-//! `common::legacy`.
+//! `methodResponse` and always exits 0, faults included. Everything else is in the
+//! library ([`legacy::driver`]).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    common::log::init("CephRBDSR");
+    common::process::log::init("CephRBDSR");
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let document = common::legacy::run(&argv);
+    let document = legacy::driver::run(&argv);
     let mut stdout = std::io::stdout().lock();
     // Nothing else can be done about a closed stdout; xapi reads the exit status as 0 anyway.
     let _ = stdout.write_all(document.as_bytes()).and_then(|()| stdout.flush());

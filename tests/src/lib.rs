@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::schema::{self, Part};
+use common::smapi::schema::{self, Part};
 use serde_json::{json, Value};
 
 /// How long one plugin call may take in a test before the harness gives up on it.

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::xmlrpc::{self, Value};
+use legacy::xmlrpc::{self, Value};
 
 /// One field of a request document.
 #[derive(Debug, Clone)]

@@ -212,7 +212,7 @@ fn ceph_sr_attach_reaps_a_killed_daemon() {
 
 #[test]
 fn ceph_kernel_rbd_maps_where_the_driver_exists() {
-    if !common::krbd::available(Path::new("/sys")) {
+    if !common::ceph::krbd::available(Path::new("/sys")) {
         eprintln!("skipped: /sys/bus/rbd does not exist on this machine (no rbd kernel module); the sysfs lookup is unit-tested in common::krbd");
         return;
     }
@@ -230,7 +230,9 @@ fn ceph_kernel_rbd_maps_where_the_driver_exists() {
     host.call("Datapath.detach", &uri, "2");
     assert!(
         !Path::new(&device).exists()
-            || common::krbd::mappings(Path::new("/sys")).iter().all(|m| m.device().display().to_string() != device)
+            || common::ceph::krbd::mappings(Path::new("/sys"))
+                .iter()
+                .all(|m| m.device().display().to_string() != device)
     );
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use cephrbd_tests::xapi::{method_call, run_driver, Field, Requests, Run, Vdi, XenApiServer};
 use cephrbd_tests::{scratch_dir, Lab, TestSr};
-use common::xmlrpc::Value;
+use legacy::xmlrpc::Value;
 use serde_json::json;
 
 const MIB: u64 = 1 << 20;

@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cephrbd_tests::{scratch_dir, uri_with_scheme, Kind, Outcome, Plugin, PrivateLab, TestSr};
-use common::check;
-use common::uri::SrUri;
+use common::admin::check;
+use common::host::Host;
+use common::layout::uri::SrUri;
 use serde_json::{json, Value};
 
 fn key(v: &Value) -> String {
@@ -33,8 +34,9 @@ fn crash_after(kind: Kind, n: usize, run_dir: Option<&str>, method: &str, args: 
 /// Repairs, then checks that nothing is left to repair.
 fn assert_consistent(sr: &str, context: &str) -> usize {
     let sr = SrUri::parse(sr).expect("sr");
-    let repaired = check::check(&sr, true).unwrap_or_else(|e| panic!("{context}: check failed: {e}"));
-    let left = check::check(&sr, false).unwrap_or_else(|e| panic!("{context}: check failed: {e}"));
+    let repaired =
+        check::check(&Host::from_env(), &sr, true).unwrap_or_else(|e| panic!("{context}: check failed: {e}"));
+    let left = check::check(&Host::from_env(), &sr, false).unwrap_or_else(|e| panic!("{context}: check failed: {e}"));
     assert!(left.is_empty(), "{context}: inconsistent after repair: {left:?}");
     repaired.len()
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cephrbd_tests::{unique, Lab};
 use common::ceph::{CephError, Kind};
-use common::runner::{Cmd, Program};
+use common::process::runner::{Cmd, Program};
 
 /// A monitor address that accepts TCP connections and never says a word: what a wedged
 /// or SIGSTOPped monitor looks like to a client.

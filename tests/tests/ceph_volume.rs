@@ -265,8 +265,12 @@ fn ceph_bad_input_changes_nothing() {
         assert_eq!(name, expected, "{method} {args}: {message}");
     }
     assert_eq!((t.ls(), t.images()), before, "bad requests changed the SR");
-    let sr = common::uri::SrUri::parse(&t.sr).expect("sr");
-    assert_eq!(common::check::check(&sr, false).expect("check"), vec![], "no key left behind");
+    let sr = common::layout::uri::SrUri::parse(&t.sr).expect("sr");
+    assert_eq!(
+        common::admin::check::check(&common::host::Host::from_env(), &sr, false).expect("check"),
+        vec![],
+        "no key left behind"
+    );
 }
 
 /// SR.create with a bad device-config: the error, after checking that the SR's namespace
@@ -322,7 +326,7 @@ fn ceph_bad_device_config_is_refused_before_anything_happens() {
 fn ceph_unreachable_cluster_is_reported_by_sr_stat_within_the_limit() {
     let t = TestSr::create();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut sr = common::uri::SrUri::parse(&t.sr).expect("ours");
+    let mut sr = common::layout::uri::SrUri::parse(&t.sr).expect("ours");
     sr.conn.mon_host = Some(listener.local_addr().expect("addr").to_string());
     sr.conn.conf = "/dev/null".into();
     sr.conn.timeout = std::time::Duration::from_secs(3);

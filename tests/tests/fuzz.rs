@@ -13,9 +13,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use cephrbd_tests::xapi::{Requests, Vdi};
-use common::exec::{self, Answer, Ctx, Executable, Operation};
-use common::schema::{self, ParamKind, Part};
-use common::xmlrpc;
+use common::smapi::exec::{self, Answer, Ctx, Executable, Operation};
+use common::smapi::schema::{self, ParamKind, Part};
+use legacy::xmlrpc;
 use serde_json::{json, Value};
 
 /// xorshift64*: deterministic, so a failure can be replayed from its seed.

@@ -22,7 +22,7 @@ fn features_name_only_installed_methods() {
     for kind in [Kind::Volume, Kind::Datapath] {
         let plugin = Plugin::new(kind);
         let query = plugin.call("Plugin.Query", json!({})).ok();
-        for (method, feature) in common::plugin::FEATURE_OF_METHOD {
+        for (method, feature) in common::admin::plugin::FEATURE_OF_METHOD {
             let declared = query["features"].as_array().expect("features").contains(&json!(feature));
             let installed = plugin.methods().iter().any(|m| m.eq_ignore_ascii_case(method));
             assert_eq!(declared, installed, "{kind:?}: feature {feature} vs method {method}");

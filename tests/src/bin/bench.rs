@@ -485,7 +485,7 @@ fn datapath(lab: &Lab, table: &mut String) -> f64 {
         &format!("{}/{image}", lab.pool),
     ]);
     let volume = uuid::Uuid::new_v4();
-    let uri = common::uri::VolumeUri {
+    let uri = common::layout::uri::VolumeUri {
         scheme: "cephrbd+qsd".to_owned(),
         pool: lab.pool.clone(),
         namespace: String::new(),

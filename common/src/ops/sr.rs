@@ -18,75 +18,20 @@
 use std::collections::BTreeMap;
 use std::thread;
 
-use serde::Deserialize;
 use tracing::info;
 use uuid::Uuid;
 
+use super::undo::Undo;
+use super::{datapath, reclaim};
+use crate::ceph::rbd::{self, Action, PoolDf};
 use crate::ceph::{CephError, Conn, Kind};
 use crate::config::DeviceConfig;
-use crate::error::{OpError, RequestError};
-use crate::exec::Ctx;
-use crate::meta::{Header, Records, SrRecord};
-use crate::names::{MetaKey, Object, HEADER_IMAGE, LAYOUT_VERSION};
-use crate::protocol::{int64, Health, ProbeResult, SrStat, Volume};
-use crate::rbd::{self, Action, PoolDf};
-use crate::undo::Undo;
-use crate::uri::SrUri;
-use crate::volume;
-
-/// `SR.create` arguments.
-#[derive(Debug, Deserialize)]
-pub struct CreateArgs {
-    /// The SR uuid xapi chose.
-    pub uuid: String,
-    /// device-config.
-    pub configuration: BTreeMap<String, String>,
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-}
-
-/// `SR.probe` and `SR.attach` arguments.
-#[derive(Debug, Deserialize)]
-pub struct ConfigArgs {
-    /// device-config.
-    pub configuration: BTreeMap<String, String>,
-}
-
-/// Arguments of the calls that take only the SR string.
-#[derive(Debug, Deserialize)]
-pub struct SrArgs {
-    /// The SR string.
-    pub sr: String,
-}
-
-/// `SR.set_name` arguments.
-#[derive(Debug, Deserialize)]
-pub struct SetNameArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The new name.
-    pub new_name: String,
-}
-
-/// `SR.set_description` arguments.
-#[derive(Debug, Deserialize)]
-pub struct SetDescriptionArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The new description.
-    pub new_description: String,
-}
-
-fn parse_uuid(field: &str, text: &str) -> Result<Uuid, OpError> {
-    Uuid::try_parse(text).map_err(|e| {
-        OpError::Request(RequestError::Invalid {
-            method: field.to_owned(),
-            violation: crate::schema::Violation { path: field.to_owned(), message: format!("not a uuid: {e}") },
-        })
-    })
-}
+use crate::error::{chain, OpError, RequestError};
+use crate::host::Host;
+use crate::layout::names::{MetaKey, Object, HEADER_IMAGE, LAYOUT_VERSION};
+use crate::layout::records::{self, load, Header, SrRecord};
+use crate::layout::uri::SrUri;
+use crate::smapi::wire::{int64, Health, ProbeResult, SrStat, Volume};
 
 /// The pool exists (else [`OpError::PoolNotFound`], listing the pools that do) and these
 /// credentials can use it; returns its namespaces.
@@ -106,10 +51,14 @@ fn pool_namespaces(conn: &Conn, pool: &str) -> Result<Vec<String>, OpError> {
 ///
 /// Never creates or deletes a pool. Idempotent: creating the same SR again returns the same
 /// configuration. On failure, what was created is removed.
-pub fn create(_ctx: &Ctx, req: CreateArgs) -> Result<BTreeMap<String, String>, OpError> {
-    let mut config = DeviceConfig::parse(&req.configuration)?;
+pub fn create(
+    configuration: &BTreeMap<String, String>,
+    uuid: Uuid,
+    name: &str,
+    description: &str,
+) -> Result<BTreeMap<String, String>, OpError> {
+    let mut config = DeviceConfig::parse(configuration)?;
     config.check_keyring()?;
-    let uuid = parse_uuid("uuid", &req.uuid)?;
     if let Some(given) = config.sr_uuid.filter(|u| *u != uuid) {
         return Err(RequestError::BadConfigValue {
             key: "sr_uuid",
@@ -129,7 +78,7 @@ pub fn create(_ctx: &Ctx, req: CreateArgs) -> Result<BTreeMap<String, String>, O
             Ok(records) => match records.sr() {
                 Some(existing) if existing.uuid == uuid => {
                     info!(pool = %sr.pool, namespace = %sr.namespace, "SR already exists: nothing to do");
-                    return Ok(returned_config(&req.configuration, &sr));
+                    return Ok(returned_config(configuration, &sr));
                 }
                 Some(existing) => {
                     return Err(in_use(&sr, format!("it holds SR {}", existing.uuid)));
@@ -154,12 +103,12 @@ pub fn create(_ctx: &Ctx, req: CreateArgs) -> Result<BTreeMap<String, String>, O
         rbd::create(conn, header.spec(), 0, &["layering".to_owned()])?;
         undo.push(format!("remove {}", header.spec()), || rbd::remove(conn, header.spec()).map(drop));
         let record =
-            SrRecord { layout: LAYOUT_VERSION, uuid, name: req.name.clone(), description: req.description.clone() };
+            SrRecord { layout: LAYOUT_VERSION, uuid, name: name.to_owned(), description: description.to_owned() };
         header.set_json(&MetaKey::Sr, &record)?;
         Ok(())
     })?;
     info!(pool = %sr.pool, namespace = %sr.namespace, sr = %uuid, "SR created");
-    Ok(returned_config(&req.configuration, &sr))
+    Ok(returned_config(configuration, &sr))
 }
 
 fn in_use(sr: &SrUri, reason: String) -> OpError {
@@ -186,47 +135,27 @@ fn open_config(configuration: &BTreeMap<String, String>) -> Result<SrUri, OpErro
         .and_then(|text| serde_json::from_str(&text).ok());
     match found {
         Some(record) if record.uuid == uuid => Ok(sr),
-        Some(_) | None => Err(does_not_exist(&sr)),
+        Some(_) | None => Err(records::sr_missing(&sr)),
     }
-}
-
-fn does_not_exist(sr: &SrUri) -> OpError {
-    OpError::SrDoesNotExist { uuid: sr.uuid.to_string(), pool: sr.pool.clone(), namespace: sr.namespace.clone() }
 }
 
 /// `SR.attach`: checks that the SR exists, reaps what crashes left of its volumes on this
-/// host (dead daemons, interrupted mappings: [`crate::datapath::reap`]) and returns its SR
-/// string. Idempotent.
-pub fn attach(_ctx: &Ctx, req: ConfigArgs) -> Result<String, OpError> {
-    let sr = open_config(&req.configuration)?;
-    crate::datapath::reap(&sr)?;
+/// host (dead daemons, interrupted mappings: [`datapath::reap`]) and returns the SR (its
+/// string form is the SR string xapi passes to every later call). Idempotent. `SR.detach`
+/// has nothing to release on the volume side.
+pub fn attach(host: &Host, configuration: &BTreeMap<String, String>) -> Result<SrUri, OpError> {
+    let sr = open_config(configuration)?;
+    datapath::reap(host, &sr)?;
     info!(sr = %sr.uuid, "SR attached");
-    Ok(sr.render())
-}
-
-/// `SR.detach`: nothing to release on the volume side. Idempotent.
-pub fn detach(_ctx: &Ctx, req: SrArgs) -> Result<(), OpError> {
-    SrUri::parse(&req.sr)?;
-    Ok(())
-}
-
-/// Reads the SR's records; a missing header is `SR_does_not_exist`.
-pub fn load(sr: &SrUri) -> Result<Records, OpError> {
-    match Header::of(sr).load() {
-        Ok(records) if records.sr().is_some_and(|r| r.uuid == sr.uuid) => Ok(records),
-        Ok(_) => Err(does_not_exist(sr)),
-        Err(e) if e.kind() == Kind::NotFound => Err(does_not_exist(sr)),
-        Err(e) => Err(e.into()),
-    }
+    Ok(sr)
 }
 
 /// `SR.destroy`: removes every trace of an empty SR (its header, storage still kept for
 /// dependants that are now gone, its namespace). Refused while volumes remain. Idempotent:
 /// destroying a destroyed SR succeeds.
-pub fn destroy(_ctx: &Ctx, req: SrArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
+pub fn destroy(sr: &SrUri) -> Result<(), OpError> {
     let conn = &sr.conn;
-    let records = match load(&sr) {
+    let records = match load(sr) {
         Ok(records) => records,
         Err(OpError::SrDoesNotExist { .. }) if !pool_namespaces(conn, &sr.pool)?.contains(&sr.namespace) => {
             info!(sr = %sr.uuid, "SR already destroyed");
@@ -238,18 +167,18 @@ pub fn destroy(_ctx: &Ctx, req: SrArgs) -> Result<(), OpError> {
     if count > 0 {
         return Err(OpError::SrNotEmpty { count });
     }
-    volume::reclaim_all(&sr, &records)?;
+    reclaim::reclaim_all(sr, &records)?;
     let mut foreign = Vec::new();
     for image in rbd::ls(conn, &sr.pool, &sr.namespace)? {
         match Object::parse(&image) {
             // Left by a crash between creating an image and recording it.
-            Some(_) => volume::reclaim_image(&sr, &image)?,
+            Some(_) => reclaim::reclaim_image(sr, &image)?,
             None if image == HEADER_IMAGE => {}
             None => foreign.push(image),
         }
     }
     if !foreign.is_empty() {
-        return Err(in_use(&sr, format!("images cephrbd did not create: {}", foreign.join(", "))));
+        return Err(in_use(sr, format!("images cephrbd did not create: {}", foreign.join(", "))));
     }
     rbd::remove(conn, &sr.spec(HEADER_IMAGE))?;
     rbd::namespace_remove(conn, &sr.pool, &sr.namespace)?;
@@ -286,11 +215,10 @@ fn sr_stat(sr: &SrUri, record: &SrRecord, pools: &[PoolDf]) -> SrStat {
 
 /// `SR.stat`: name, description, quota-aware space, health. When the cluster does not
 /// answer within the SR's time limit, the answer is `Unreachable` (never a hang).
-pub fn stat(_ctx: &Ctx, req: SrArgs) -> Result<SrStat, OpError> {
-    let sr = SrUri::parse(&req.sr)?;
+pub fn stat(sr: &SrUri) -> Result<SrStat, OpError> {
     let (records, pools) = thread::scope(|s| {
         let df = s.spawn(|| rbd::df(&sr.conn));
-        let records = load(&sr);
+        let records = load(sr);
         (
             records,
             df.join()
@@ -306,12 +234,12 @@ pub fn stat(_ctx: &Ctx, req: SrArgs) -> Result<SrStat, OpError> {
         total_space: 0,
         datasources: Vec::new(),
         clustered: false,
-        health: Health::Unreachable(crate::error::chain(e)),
+        health: Health::Unreachable(chain(e)),
     };
     match (records, pools) {
         (Ok(records), Ok(pools)) => {
             let record = records.sr().expect("load checked the SR record");
-            Ok(sr_stat(&sr, &record, &pools))
+            Ok(sr_stat(sr, &record, &pools))
         }
         (Err(OpError::Ceph(e)), _) | (_, Err(e)) if e.kind() == Kind::Unreachable => Ok(unreachable(&e)),
         (Err(e), _) => Err(e),
@@ -321,30 +249,28 @@ pub fn stat(_ctx: &Ctx, req: SrArgs) -> Result<SrStat, OpError> {
 
 /// `SR.ls`: every volume, from one read of the SR's records (plus one `rbd du` when the
 /// SR's images have fast-diff).
-pub fn ls(_ctx: &Ctx, req: SrArgs) -> Result<Vec<Volume>, OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    let records = load(&sr)?;
-    let usage = volume::usage(&sr, None)?;
-    Ok(records.volumes().iter().map(|v| volume::to_volume(&sr, v, usage.as_ref())).collect())
+pub fn ls(sr: &SrUri) -> Result<Vec<Volume>, OpError> {
+    let records = load(sr)?;
+    let usage = super::volume::usage(sr, None)?;
+    Ok(records.volumes().iter().map(|v| super::volume::to_volume(sr, v, usage.as_ref())).collect())
 }
 
 /// `SR.set_name`: stores the new name (one key, no read-modify-write).
-pub fn set_name(_ctx: &Ctx, req: SetNameArgs) -> Result<(), OpError> {
-    set_field(&req.sr, MetaKey::SrName, &req.new_name)
+pub fn set_name(sr: &SrUri, name: &str) -> Result<(), OpError> {
+    set_field(sr, MetaKey::SrName, name)
 }
 
 /// `SR.set_description`: stores the new description.
-pub fn set_description(_ctx: &Ctx, req: SetDescriptionArgs) -> Result<(), OpError> {
-    set_field(&req.sr, MetaKey::SrDescription, &req.new_description)
+pub fn set_description(sr: &SrUri, description: &str) -> Result<(), OpError> {
+    set_field(sr, MetaKey::SrDescription, description)
 }
 
-fn set_field(sr: &str, key: MetaKey, value: &str) -> Result<(), OpError> {
-    let sr = SrUri::parse(sr)?;
-    let header = Header::of(&sr);
+fn set_field(sr: &SrUri, key: MetaKey, value: &str) -> Result<(), OpError> {
+    let header = Header::of(sr);
     match header.get(&MetaKey::Sr) {
         Ok(Some(_)) => Ok(header.set(&key, value)?),
-        Ok(None) => Err(does_not_exist(&sr)),
-        Err(e) if e.kind() == Kind::NotFound => Err(does_not_exist(&sr)),
+        Ok(None) => Err(records::sr_missing(sr)),
+        Err(e) if e.kind() == Kind::NotFound => Err(records::sr_missing(sr)),
         Err(e) => Err(e.into()),
     }
 }
@@ -352,10 +278,10 @@ fn set_field(sr: &str, key: MetaKey, value: &str) -> Result<(), OpError> {
 /// `SR.probe`: given connection keys (and optionally `pool`), lists every pool usable as an
 /// SR (a configuration for SR.create) and every cephrbd SR already in them (a configuration
 /// for SR.attach, with `sr_uuid`, and its `sr_stat`).
-pub fn probe(_ctx: &Ctx, req: ConfigArgs) -> Result<Vec<ProbeResult>, OpError> {
-    let config = DeviceConfig::parse_for_probe(&req.configuration)?;
+pub fn probe(configuration: &BTreeMap<String, String>) -> Result<Vec<ProbeResult>, OpError> {
+    let config = DeviceConfig::parse_for_probe(configuration)?;
     config.check_keyring()?;
-    let conn = Conn::from_config(&config);
+    let conn = config.conn();
     let (pools, df) = thread::scope(|s| {
         let df = s.spawn(|| rbd::df(&conn));
         (rbd::pools(&conn), df.join().unwrap_or_else(|_| Ok(Vec::new())))
@@ -374,7 +300,7 @@ pub fn probe(_ctx: &Ctx, req: ConfigArgs) -> Result<Vec<ProbeResult>, OpError> {
     let mut results = Vec::new();
     for pool in wanted {
         let (total, free) = pool_space(&df, &pool);
-        let mut configuration = req.configuration.clone();
+        let mut configuration = configuration.clone();
         configuration.insert("pool".to_owned(), pool.clone());
         configuration.remove("sr_uuid");
         let info = |extra: &[(&str, String)]| -> BTreeMap<String, String> {
@@ -423,7 +349,7 @@ pub fn probe(_ctx: &Ctx, req: ConfigArgs) -> Result<Vec<ProbeResult>, OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rbd::PoolStats;
+    use crate::ceph::rbd::PoolStats;
 
     fn pool(stored: u64, max_avail: u64, quota_bytes: u64) -> Vec<PoolDf> {
         vec![PoolDf { name: "p".to_owned(), stats: PoolStats { stored, max_avail, quota_bytes } }]

@@ -1,6 +1,6 @@
 //! The XenAPI calls the legacy driver makes back to xapi: XML-RPC over HTTP on the local
 //! unix socket `/var/lib/xcp/xapi` (`CEPHRBD_XAPI_SOCKET` overrides it for tests), with
-//! the session xapi passed in the request (smapiv1-exec-driver.md §2.2). That session is
+//! the session xapi passed in the request (docs/smapiv1.md, "XenAPI callbacks"). That session is
 //! xapi's to destroy; we never log it out. Replies are `{Status: "Success", Value}` or
 //! `{Status: "Failure", ErrorDescription: [code, …]}`; int64 values travel as strings.
 //! Every call has a time limit.

@@ -1,6 +1,7 @@
-//! The records cephrbd returns to xapi, field for field as the IDL (and
-//! `xapi-storage-schemas/schemas/types.json`) defines them. Optional fields are omitted,
-//! never `null`; int64 fields are integers.
+//! The records the operations return, field for field as the v5 IDL (and
+//! `xapi-storage-schemas/schemas/types.json`) defines them (docs/smapiv3.md). Optional
+//! fields are omitted, never `null`; int64 fields are integers. The SMAPIv1 front end reads
+//! the same records and writes them in its own wire format.
 
 use std::collections::BTreeMap;
 
@@ -91,6 +92,83 @@ pub struct ProbeResult {
     pub sr: Option<SrStat>,
     /// Extra facts for the administrator.
     pub extra_info: BTreeMap<String, String>,
+}
+
+/// One `implementation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Implementation {
+    /// `XenDisk`: the backend xenopsd configures.
+    XenDisk {
+        /// xenstore `params`.
+        params: String,
+        /// Backend kind (`vbd`, `vbd3`, `qdisk`).
+        backend_type: String,
+    },
+    /// `BlockDevice`: a dom0 block device.
+    BlockDevice {
+        /// Its path.
+        path: String,
+    },
+    /// `Nbd`: an NBD export.
+    Nbd {
+        /// `nbd:unix:<socket>:exportname=<name>`.
+        uri: String,
+    },
+}
+
+impl Serialize for Implementation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(2))?;
+        match self {
+            Implementation::XenDisk { params, backend_type } => {
+                seq.serialize_element("XenDisk")?;
+                seq.serialize_element(
+                    &serde_json::json!({"params": params, "extra": {}, "backend_type": backend_type}),
+                )?;
+            }
+            Implementation::BlockDevice { path } => {
+                seq.serialize_element("BlockDevice")?;
+                seq.serialize_element(&serde_json::json!({ "path": path }))?;
+            }
+            Implementation::Nbd { uri } => {
+                seq.serialize_element("Nbd")?;
+                seq.serialize_element(&serde_json::json!({ "uri": uri }))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// The `backend` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// At least one XenDisk, then the device or export.
+    pub implementations: Vec<Implementation>,
+}
+
+/// The `query_result` record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueryResult {
+    /// The SR type.
+    pub plugin: String,
+    /// Short name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Copyright.
+    pub copyright: String,
+    /// Our version.
+    pub version: String,
+    /// The API version we need.
+    pub required_api_version: String,
+    /// What we implement.
+    pub features: Vec<String>,
+    /// device-config key → description.
+    pub configuration: BTreeMap<String, String>,
+    /// Cluster stacks we need (none).
+    pub required_cluster_stack: Vec<String>,
 }
 
 /// Bytes as an IDL int64 (saturating: no Ceph size reaches 2^63).

@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::ceph::{CephError, Conn};
+use super::{CephError, Conn};
 
 /// Where the kernel lists RBD devices, below a sysfs root.
 const DEVICES: &str = "bus/rbd/devices";

@@ -145,16 +145,6 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl CommandError {
-    /// The error name shown to xapi for this failure.
-    pub fn smapi_name(&self) -> &'static str {
-        match self {
-            CommandError::NotFound { .. } => "Missing_dependency",
-            CommandError::Spawn { .. } => "Internal_error",
-            CommandError::Failed { status: Status::TimedOut(_), .. } => "Timed_out",
-            CommandError::Failed { status: Status::Exit(_) | Status::Signal(_), .. } => "Command_failed",
-        }
-    }
-
     /// True when the command was killed at its time limit.
     pub fn timed_out(&self) -> bool {
         matches!(self, CommandError::Failed { status: Status::TimedOut(_), .. })
@@ -479,7 +469,6 @@ mod tests {
         let err = Cmd::new(&sh(), Duration::from_millis(300)).args(["-c", "sleep 30 & sleep 30"]).run().unwrap_err();
         assert!(err.timed_out(), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-        assert_eq!(err.smapi_name(), "Timed_out");
     }
 
     #[test]

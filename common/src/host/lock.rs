@@ -1,22 +1,18 @@
 //! Host-local locks, for the few steps that read, decide, and write across several Ceph
-//! objects (reclaiming storage when a volume is destroyed). Ceph makes each single write
-//! atomic; these locks stop two processes on one host from deciding on the same stale
-//! view. xapi runs an SR's volume operations on its master, so host-local is where the
-//! concurrency is.
+//! objects (reclaiming storage when a volume is destroyed) and for each volume's datapath
+//! state. Ceph makes each single write atomic; these locks stop two processes on one host
+//! from deciding on the same stale view. xapi runs an SR's volume operations on its master,
+//! so host-local is where the concurrency is.
 
 use std::fs::{self, File, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::Host;
 use crate::error::OpError;
-
-/// Where lock files live; `CEPHRBD_RUN_DIR` overrides it (tests).
-pub fn run_dir() -> PathBuf {
-    std::env::var_os("CEPHRBD_RUN_DIR").map_or_else(|| PathBuf::from("/run/cephrbd"), PathBuf::from)
-}
 
 /// Opens (creating it) and exclusively locks `path`, waiting at most `limit`; `holder`
 /// names what is locked in the error. The lock is held until the file is dropped.
@@ -44,9 +40,9 @@ pub struct SrLock {
 }
 
 impl SrLock {
-    /// Takes the SR's lock, waiting at most `limit`.
-    pub fn acquire(sr: Uuid, limit: Duration) -> Result<SrLock, OpError> {
-        let path = run_dir().join(format!("sr-{sr}.lock"));
+    /// Takes the SR's lock on `host`, waiting at most `limit`.
+    pub fn acquire(host: &Host, sr: Uuid, limit: Duration) -> Result<SrLock, OpError> {
+        let path = host.run_dir.join(format!("sr-{sr}.lock"));
         Ok(SrLock { _file: lock_file(&path, limit, &sr.to_string())? })
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Destroy never flattens and never fails because of dependants: a volume that still has
 //! snapshots or clones vanishes from `SR.ls` at once (its record goes, a garbage mark stays)
-//! and its storage is reclaimed when its last dependant is destroyed ([`reclaim_chain`]).
+//! and its storage is reclaimed when its last dependant is destroyed ([`super::reclaim`]).
 //!
 //! Ceph commands per call, on success (each `rbd` call ≈ 25–30 ms here):
 //! - `stat`: 1 `image-meta list` (+1 `rbd du` when the SR's images have fast-diff);
@@ -24,107 +24,25 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tracing::info;
 use uuid::Uuid;
 
+use super::reclaim::{reclaim_chain, reclaim_image_if_garbage, remove_image_if_free, remove_snapshot_if_free};
+use super::undo::Undo;
+use crate::ceph::rbd::{self, Action};
 use crate::ceph::{CephError, Kind};
 use crate::error::{OpError, RequestError};
-use crate::exec::Ctx;
-use crate::lock::SrLock;
-use crate::meta::{GarbageRecord, Header, Records, SnapRef, VolumeRecord, VolumeView};
-use crate::names::{MetaKey, Object};
-use crate::protocol::{int64, Volume};
-use crate::rbd::{self, Action};
-use crate::sr;
-use crate::undo::Undo;
-use crate::uri::{SrUri, VolumeUri};
+use crate::host::lock::SrLock;
+use crate::host::Host;
+use crate::layout::names::{MetaKey, Object};
+use crate::layout::records::{self, GarbageRecord, Header, Records, SnapRef, VolumeRecord, VolumeView};
+use crate::layout::uri::{SrUri, VolumeUri};
+use crate::smapi::wire::{int64, Volume};
 
 /// Sizes are rounded up to whole sectors.
 pub const SECTOR: u64 = 512;
 /// The largest volume accepted: 1 PiB.
 pub const MAX_SIZE: u64 = 1 << 50;
-
-/// Arguments naming one volume.
-#[derive(Debug, Deserialize)]
-pub struct KeyArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The volume key.
-    pub key: String,
-}
-
-/// `Volume.create` arguments.
-#[derive(Debug, Deserialize)]
-pub struct CreateArgs {
-    /// The SR string.
-    pub sr: String,
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Minimum size in bytes.
-    pub size: i64,
-    /// Whether several hosts may attach it at once.
-    pub sharable: bool,
-}
-
-/// `Volume.set` arguments.
-#[derive(Debug, Deserialize)]
-pub struct SetArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The volume key.
-    pub key: String,
-    /// The key to set.
-    pub k: String,
-    /// Its value.
-    pub v: String,
-}
-
-/// `Volume.unset` arguments.
-#[derive(Debug, Deserialize)]
-pub struct UnsetArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The volume key.
-    pub key: String,
-    /// The key to remove.
-    pub k: String,
-}
-
-/// `Volume.set_name` arguments.
-#[derive(Debug, Deserialize)]
-pub struct SetNameArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The volume key.
-    pub key: String,
-    /// The new name.
-    pub new_name: String,
-}
-
-/// `Volume.set_description` arguments.
-#[derive(Debug, Deserialize)]
-pub struct SetDescriptionArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The volume key.
-    pub key: String,
-    /// The new description.
-    pub new_description: String,
-}
-
-/// `Volume.resize` arguments.
-#[derive(Debug, Deserialize)]
-pub struct ResizeArgs {
-    /// The SR string.
-    pub sr: String,
-    /// The volume key.
-    pub key: String,
-    /// The minimum new size in bytes.
-    pub new_size: i64,
-}
 
 /// A requested size as an image size: positive, at most [`MAX_SIZE`], rounded up to whole
 /// sectors (never down: the disk is at least as large as asked).
@@ -256,37 +174,35 @@ fn usage_of_new(sr: &SrUri) -> Option<BTreeMap<String, u64>> {
 }
 
 /// `Volume.create`: a thin image of at least `size` bytes. On failure nothing is left.
-pub fn create(_ctx: &Ctx, req: CreateArgs) -> Result<Volume, OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    let size = image_size(req.size)?;
+pub fn create(sr: &SrUri, name: &str, description: &str, size: i64, sharable: bool) -> Result<Volume, OpError> {
+    let size = image_size(size)?;
     let uuid = Uuid::new_v4();
     let image = Object::Image(uuid).to_string();
     let spec = sr.spec(&image);
     let new = VolumeRecord {
-        name: req.name,
-        description: req.description,
+        name: name.to_owned(),
+        description: description.to_owned(),
         image,
         snap: None,
         size,
-        sharable: req.sharable,
+        sharable,
         parent: None,
     };
     Undo::run(|undo| {
         rbd::create(&sr.conn, &spec, size, &sr.features)?;
         undo.push(format!("remove {spec}"), || rbd::remove(&sr.conn, &spec).map(drop));
-        record(&sr, uuid, &new)
+        record(sr, uuid, &new)
     })?;
     info!(volume = %uuid, size, "volume created");
-    fresh(&sr, uuid, new)
+    fresh(sr, uuid, new)
 }
 
 /// `Volume.snapshot`: a read-only volume holding the source's data now (an RBD snapshot).
 /// Name and description are copied, keys are not.
-pub fn snapshot(_ctx: &Ctx, req: KeyArgs) -> Result<Volume, OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    let source = find(&sr::load(&sr)?, &req.key)?;
+pub fn snapshot(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
+    let source = find(&records::load(sr)?, key)?;
     if source.record.snap.is_some() {
-        return Err(OpError::ReadOnly { key: req.key, action: "snapshot" });
+        return Err(OpError::ReadOnly { key: key.to_owned(), action: "snapshot" });
     }
     let uuid = Uuid::new_v4();
     let base = SnapRef { image: source.record.image.clone(), snap: Object::Snapshot(uuid).to_string() };
@@ -295,19 +211,18 @@ pub fn snapshot(_ctx: &Ctx, req: KeyArgs) -> Result<Volume, OpError> {
     Undo::run(|undo| {
         rbd::snap_create(&sr.conn, &spec)?;
         undo.push(format!("remove {spec}"), || rbd::snap_remove(&sr.conn, &spec).map(drop));
-        record(&sr, uuid, &new)
+        record(sr, uuid, &new)
     })?;
     info!(volume = %uuid, of = %source.uuid, "snapshot created");
-    fresh(&sr, uuid, new)
+    fresh(sr, uuid, new)
 }
 
 /// `Volume.clone`: a writable copy-on-write volume (an RBD clone, O(1)). From a snapshot
 /// volume it clones that snapshot; from a writable volume it clones a hidden snapshot taken
 /// now. Name and description are copied, keys are not.
-pub fn clone(_ctx: &Ctx, req: KeyArgs) -> Result<Volume, OpError> {
-    let sr = SrUri::parse(&req.sr)?;
+pub fn clone(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
     let conn = &sr.conn;
-    let source = find(&sr::load(&sr)?, &req.key)?;
+    let source = find(&records::load(sr)?, key)?;
     let uuid = Uuid::new_v4();
     let image = Object::Image(uuid).to_string();
     let spec = sr.spec(&image);
@@ -330,63 +245,57 @@ pub fn clone(_ctx: &Ctx, req: KeyArgs) -> Result<Volume, OpError> {
         rbd::clone(conn, &base_spec, &spec, &sr.features)?;
         undo.push(format!("remove {spec}"), || rbd::remove(conn, &spec).map(drop));
         let new = VolumeRecord { image: image.clone(), snap: None, parent: Some(base), ..source.record.clone() };
-        record(&sr, uuid, &new)?;
+        record(sr, uuid, &new)?;
         Ok(new)
     })?;
     info!(volume = %uuid, of = %source.uuid, "clone created");
-    fresh(&sr, uuid, new)
+    fresh(sr, uuid, new)
 }
 
 /// `Volume.stat`: one read of the SR's records (plus one `rbd du` with fast-diff).
-pub fn stat(_ctx: &Ctx, req: KeyArgs) -> Result<Volume, OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    let view = find(&sr::load(&sr)?, &req.key)?;
-    let used = usage(&sr, Some(&view.record.image))?;
-    Ok(to_volume(&sr, &view, used.as_ref()))
+pub fn stat(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
+    let view = find(&records::load(sr)?, key)?;
+    let used = usage(sr, Some(&view.record.image))?;
+    Ok(to_volume(sr, &view, used.as_ref()))
 }
 
 /// `Volume.set`: stores `k` = `v` verbatim (one key of its own: concurrent sets of other
 /// keys cannot be lost).
-pub fn set(_ctx: &Ctx, req: SetArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    write_key(&Header::of(&sr), &req.key, |u| MetaKey::UserKey(u, req.k.clone()), Some(&req.v))
+pub fn set(sr: &SrUri, key: &str, k: &str, v: &str) -> Result<(), OpError> {
+    write_key(&Header::of(sr), key, |u| MetaKey::UserKey(u, k.to_owned()), Some(v))
 }
 
 /// `Volume.unset`: removes `k`; removing an absent key succeeds.
-pub fn unset(_ctx: &Ctx, req: UnsetArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    write_key(&Header::of(&sr), &req.key, |u| MetaKey::UserKey(u, req.k.clone()), None)
+pub fn unset(sr: &SrUri, key: &str, k: &str) -> Result<(), OpError> {
+    write_key(&Header::of(sr), key, |u| MetaKey::UserKey(u, k.to_owned()), None)
 }
 
 /// `Volume.set_name`.
-pub fn set_name(_ctx: &Ctx, req: SetNameArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    write_key(&Header::of(&sr), &req.key, MetaKey::VolumeName, Some(&req.new_name))
+pub fn set_name(sr: &SrUri, key: &str, name: &str) -> Result<(), OpError> {
+    write_key(&Header::of(sr), key, MetaKey::VolumeName, Some(name))
 }
 
 /// `Volume.set_description`.
-pub fn set_description(_ctx: &Ctx, req: SetDescriptionArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    write_key(&Header::of(&sr), &req.key, MetaKey::VolumeDescription, Some(&req.new_description))
+pub fn set_description(sr: &SrUri, key: &str, description: &str) -> Result<(), OpError> {
+    write_key(&Header::of(sr), key, MetaKey::VolumeDescription, Some(description))
 }
 
 /// `Volume.resize`: grows to at least `new_size`; shrinking is refused. If the record update
 /// fails after the image grew, the next resize (or stat after it) repairs the record.
-pub fn resize(_ctx: &Ctx, req: ResizeArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    let view = find(&sr::load(&sr)?, &req.key)?;
+pub fn resize(sr: &SrUri, key: &str, new_size: i64) -> Result<(), OpError> {
+    let view = find(&records::load(sr)?, key)?;
     if view.record.snap.is_some() {
-        return Err(OpError::ReadOnly { key: req.key, action: "resize" });
+        return Err(OpError::ReadOnly { key: key.to_owned(), action: "resize" });
     }
-    let size = image_size(req.new_size)?;
+    let size = image_size(new_size)?;
     if size < view.record.size {
-        return Err(OpError::Shrink { key: req.key, current: view.record.size, requested: req.new_size });
+        return Err(OpError::Shrink { key: key.to_owned(), current: view.record.size, requested: new_size });
     }
     if size == view.record.size {
         return Ok(());
     }
     rbd::resize(&sr.conn, &sr.spec(&view.record.image), size)?;
-    record(&sr, view.uuid, &VolumeRecord { size, ..view.record })?;
+    record(sr, view.uuid, &VolumeRecord { size, ..view.record })?;
     info!(volume = %view.uuid, size, "volume resized");
     Ok(())
 }
@@ -400,17 +309,16 @@ fn lock_limit(sr: &SrUri) -> Duration {
 /// nothing depends on it; otherwise when its last dependant goes. Never flattens. A second
 /// destroy of the same key is `Volume_does_not_exist`; a destroy that failed half-way can be
 /// repeated.
-pub fn destroy(_ctx: &Ctx, req: KeyArgs) -> Result<(), OpError> {
-    let sr = SrUri::parse(&req.sr)?;
-    let _lock = SrLock::acquire(sr.uuid, lock_limit(&sr))?;
-    let records = sr::load(&sr)?;
-    let view = find(&records, &req.key)?;
+pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
+    let _lock = SrLock::acquire(host, sr.uuid, lock_limit(sr))?;
+    let records = records::load(sr)?;
+    let view = find(&records, key)?;
     let r = &view.record;
-    let header = Header::of(&sr);
+    let header = Header::of(sr);
     let leaf = r.snap.as_ref().map_or_else(|| r.image.clone(), |s| format!("{}@{s}", r.image));
     let gone = match &r.snap {
-        None => remove_image_if_free(&sr, &r.image)?,
-        Some(_) => remove_snapshot_if_free(&sr, &leaf)?,
+        None => remove_image_if_free(sr, &r.image)?,
+        Some(_) => remove_snapshot_if_free(sr, &leaf)?,
     };
     if !gone {
         // Kept for its dependants: mark it before its record goes, so a crash in between
@@ -425,110 +333,9 @@ pub fn destroy(_ctx: &Ctx, req: KeyArgs) -> Result<(), OpError> {
     if gone {
         let next = match &r.snap {
             None => r.parent.clone(),
-            Some(_) => reclaim_image_if_garbage(&sr, &records, &r.image)?,
+            Some(_) => reclaim_image_if_garbage(sr, &records, &r.image)?,
         };
-        reclaim_chain(&sr, &records, next)?;
-    }
-    Ok(())
-}
-
-/// Removes an image unless it has snapshots; true if it is gone.
-fn remove_image_if_free(sr: &SrUri, image: &str) -> Result<bool, OpError> {
-    match rbd::remove(&sr.conn, &sr.spec(image)) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == Kind::HasSnapshots => {
-            // Hidden clone bases whose clones are all gone do not count as dependants.
-            let mut left = 0;
-            for snap in rbd::snap_ls(&sr.conn, &sr.spec(image))? {
-                let hidden = matches!(Object::parse(&snap.name), Some(Object::CloneBase(_)));
-                if !(hidden && remove_snapshot_if_free(sr, &format!("{image}@{}", snap.name))?) {
-                    left += 1;
-                }
-            }
-            if left == 0 {
-                rbd::remove(&sr.conn, &sr.spec(image))?;
-                Ok(true)
-            } else {
-                Ok(false)
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Removes a snapshot unless it has clones; true if it is gone.
-pub(crate) fn remove_snapshot_if_free(sr: &SrUri, leaf: &str) -> Result<bool, OpError> {
-    let spec = sr.spec(leaf);
-    match rbd::snap_remove(&sr.conn, &spec) {
-        Ok(_) => Ok(true),
-        // Protected: it may have clones.
-        Err(e) if e.kind() == Kind::Busy => {
-            if !rbd::children(&sr.conn, &spec)?.is_empty() {
-                return Ok(false);
-            }
-            rbd::snap_unprotect(&sr.conn, &spec)?;
-            rbd::snap_remove(&sr.conn, &spec)?;
-            Ok(true)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// If `image` is marked as garbage and has no snapshots left, removes it and its mark;
-/// returns the snapshot it was cloned from (the next link to look at).
-fn reclaim_image_if_garbage(sr: &SrUri, records: &Records, image: &str) -> Result<Option<SnapRef>, OpError> {
-    let Some(mark) = records.garbage(image) else { return Ok(None) };
-    if !remove_image_if_free(sr, image)? {
-        return Ok(None);
-    }
-    Header::of(sr).remove(&MetaKey::Garbage(image.to_owned()))?;
-    info!(image, "storage of a destroyed volume reclaimed");
-    Ok(mark.parent)
-}
-
-/// Walks up from a snapshot something depended on: a hidden clone base or a garbage-marked
-/// snapshot with no clones left is removed, then its image if that is garbage with no
-/// snapshots left, then that image's own parent, and so on.
-pub fn reclaim_chain(sr: &SrUri, records: &Records, mut next: Option<SnapRef>) -> Result<(), OpError> {
-    while let Some(base) = next.take() {
-        let leaf = base.leaf();
-        let hidden = matches!(Object::parse(&base.snap), Some(Object::CloneBase(_)));
-        let marked = records.garbage(&leaf).is_some();
-        if !(hidden || marked) || !remove_snapshot_if_free(sr, &leaf)? {
-            return Ok(());
-        }
-        if marked {
-            Header::of(sr).remove(&MetaKey::Garbage(leaf))?;
-        }
-        next = reclaim_image_if_garbage(sr, records, &base.image)?;
-    }
-    Ok(())
-}
-
-/// Reclaims every garbage mark whose dependants are gone (SR.destroy, repair).
-pub fn reclaim_all(sr: &SrUri, records: &Records) -> Result<(), OpError> {
-    for (what, _) in records.garbage_marks() {
-        match what.split_once('@') {
-            Some((image, snap)) => {
-                reclaim_chain(sr, records, Some(SnapRef { image: image.to_owned(), snap: snap.to_owned() }))?;
-            }
-            None => {
-                let next = reclaim_image_if_garbage(sr, records, &what)?;
-                reclaim_chain(sr, records, next)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes an image of ours that no record or mark knows (left by a crash), with any
-/// snapshots it has.
-pub fn reclaim_image(sr: &SrUri, image: &str) -> Result<(), OpError> {
-    if !remove_image_if_free(sr, image)? {
-        for snap in rbd::snap_ls(&sr.conn, &sr.spec(image))? {
-            remove_snapshot_if_free(sr, &format!("{image}@{}", snap.name))?;
-        }
-        rbd::remove(&sr.conn, &sr.spec(image))?;
+        reclaim_chain(sr, &records, next)?;
     }
     Ok(())
 }

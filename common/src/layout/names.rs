@@ -15,6 +15,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use crate::error::{RequestError, Violation};
+
 /// The layout version written into new SR records.
 pub const LAYOUT_VERSION: u32 = 1;
 
@@ -27,6 +29,14 @@ const NAMESPACE_PREFIX: &str = "cephrbd-";
 /// The namespace of an SR created without an explicit `namespace` key.
 pub fn default_namespace(sr: &Uuid) -> String {
     format!("{NAMESPACE_PREFIX}{sr}")
+}
+
+/// Parses a uuid given in request field `field` (an SR or volume key xapi chose).
+pub fn parse_uuid(field: &str, text: &str) -> Result<Uuid, RequestError> {
+    Uuid::try_parse(text).map_err(|e| RequestError::Invalid {
+        method: field.to_owned(),
+        violation: Violation { path: field.to_owned(), message: format!("not a uuid: {e}") },
+    })
 }
 
 /// What an RBD image or snapshot name of ours means.

@@ -1,15 +1,16 @@
 //! The SMAPIv1 exec-driver front end: `/opt/xensource/sm/CephRBDSR`, SR type `cephrbd`
-//! (smapiv1-exec-driver.md, smapiv1-wire.md).
+//! (docs/smapiv1.md).
 //!
 //! xapi runs `[CephRBDSR, <methodCall>]` with no stdin and a bare `PATH`; the driver prints
 //! exactly one `methodResponse` and always exits 0. Faults carry XE_SR_ERRORCODES numbers
 //! and `"<description> [opterr=<detail>]"`; 16/24/38/39/144 have special meanings to xapi.
 //!
-//! Every command is translated into the same `common` operations the SMAPIv3 plugin uses,
+//! Every command is translated into the same `common::ops` operations the SMAPIv3 plugin uses,
 //! on the same layout in Ceph (the SR's namespace is derived from `sr_uuid` unless
 //! device-config names one), so an SR can be forgotten and introduced under the other
 //! type. What xapi keeps in its own database (new VDIs, sizes, SR usage) is written back
-//! with XenAPI calls under the request's session ([`crate::xenapi`]).
+//! with XenAPI calls under the request's session ([`crate::xenapi`]). Errors become faults
+//! in one place, [`crate::fault`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -17,15 +18,17 @@ use std::time::Duration;
 
 use tracing::{error, info, info_span, warn};
 
-use crate::config::{self, DeviceConfig};
-use crate::datapath::{self, Implementation, UriDomain};
-use crate::error::{chain, OpError, RequestError};
-use crate::exec::Ctx;
-use crate::protocol::Volume;
-use crate::uri::SrUri;
+use common::config::{self, DeviceConfig};
+use common::host::Host;
+use common::layout::names::parse_uuid;
+use common::layout::uri::{SrUri, VolumeUri};
+use common::ops::{datapath, sr, volume};
+use common::smapi::wire::{Implementation, Volume};
+use common::OpError;
+
+use crate::fault::Fault;
 use crate::xenapi::Session;
 use crate::xmlrpc::{self, Value};
-use crate::{sr, volume};
 
 /// The domain the legacy path counts its attachments under (xapi attaches once per host).
 pub const DOMAIN: &str = "legacy";
@@ -52,73 +55,6 @@ pub const CAPABILITIES: &[&str] = &[
     // Not LARGE_VDI: without object-map (which XCP-ng's kernel cannot map) `rbd rm` of a
     // multi-TiB image walks every object and outlasts the time limit (4 TiB: > 30 s).
 ];
-
-/// The XE_SR_ERRORCODES entries cephrbd reports: (code, name, description).
-pub const ERROR_CODES: &[(i64, &str, &str)] = &[
-    (16, "SRInUse", "The SR device is currently in use"),
-    (24, "VDIInUse", "The VDI is currently in use"),
-    (38, "Unimplemented", "The requested method is not supported/implemented"),
-    (39, "SRNotEmpty", "The SR is not empty"),
-    (40, "SRScan", "The SR scan failed "),
-    (44, "SRNoSpace", "There is insufficient space"),
-    (46, "VDIUnavailable", "The VDI is not available"),
-    (47, "SRUnavailable", "The SR is not available"),
-    (78, "VDICreate", "VDI Creation failed"),
-    (79, "VDISize", "VDI Invalid size"),
-    (80, "VDIDelete", "Failed to mark VDI hidden"),
-    (81, "VDIClone", "Failed to clone VDI"),
-    (82, "VDISnapshot", "Failed to snapshot VDI"),
-    (110, "VDIResize", "VDI resize failed"),
-    (115, "ConfigParamsMissing", "Not all required parameters specified."),
-    (143, "BadRequest", "Failed to parse the request"),
-    (144, "VDIMissing", "VDI could not be found"),
-    (153, "APIFailure", "A Failure occurred accessing an API object"),
-    (202, "SMGeneral", "General backend error"),
-];
-
-/// A legacy command that failed: the XE_SR_ERRORCODES number and the detail.
-#[derive(Debug)]
-struct Fault {
-    code: i64,
-    detail: String,
-}
-
-impl Fault {
-    fn new(code: i64, detail: impl Into<String>) -> Self {
-        Fault { code, detail: detail.into() }
-    }
-
-    fn render(&self) -> String {
-        let description = ERROR_CODES.iter().find(|(c, _, _)| *c == self.code).map_or("", |(_, _, d)| d);
-        xmlrpc::fault(self.code, &format!("{description} [opterr={}]", self.detail))
-    }
-}
-
-/// The fault for an operation error, given the command's own failure code.
-fn fault_of(command_code: i64, err: &OpError) -> Fault {
-    use crate::ceph::Kind;
-    let code = match err {
-        OpError::Request(
-            RequestError::UnknownConfigKey { .. }
-            | RequestError::MissingConfigKey { .. }
-            | RequestError::BadConfigValue { .. },
-        ) => 115,
-        OpError::Request(RequestError::BadSize { .. }) | OpError::Shrink { .. } => 79,
-        OpError::Request(_) => 143,
-        OpError::VolumeDoesNotExist { .. } => 144,
-        OpError::SrNotEmpty { .. } => 39,
-        OpError::SrDoesNotExist { .. } | OpError::PoolNotFound { .. } => 47,
-        OpError::Ceph(c) => match c.kind() {
-            Kind::Unreachable | Kind::PermissionDenied => 47,
-            Kind::Busy => 24,
-            Kind::NoSpace => 44,
-            _ => command_code,
-        },
-        OpError::XenApi(_) => 153,
-        _ => command_code,
-    };
-    Fault::new(code, chain(err))
-}
 
 /// The fields of the request struct this driver reads (the rest are ignored).
 #[derive(Debug, Default)]
@@ -208,7 +144,7 @@ impl Request {
 
     /// The SR string of this request's SR.
     fn sr(&self) -> Result<SrUri, Fault> {
-        let config = DeviceConfig::parse(&self.config()?).map_err(|e| fault_of(47, &e.into()))?;
+        let config = DeviceConfig::parse(&self.config()?).map_err(|e| Fault::of(47, &e.into()))?;
         let uuid = config.sr_uuid.ok_or_else(|| Fault::new(143, "no sr_uuid"))?;
         Ok(SrUri::from_config(&config, uuid))
     }
@@ -238,23 +174,18 @@ pub fn run(argv: &[OsString]) -> String {
     }
 }
 
-fn ctx(method: &'static str) -> Ctx {
-    Ctx { method, dbg: String::new(), operations: &[] }
-}
-
 fn dispatch(req: &Request) -> Result<Value, Fault> {
     match req.command.as_str() {
         "sr_get_driver_info" => Ok(driver_info()),
         "sr_probe" => sr_probe(req),
         "sr_create" => sr_create(req),
         "sr_attach" => {
-            sr::attach(&ctx("sr_attach"), sr::ConfigArgs { configuration: req.config()? })
-                .map_err(|e| fault_of(47, &e))?;
+            sr::attach(&Host::from_env(), &req.config()?).map_err(|e| Fault::of(47, &e))?;
             Ok(Value::Nil)
         }
         "sr_detach" | "vdi_update" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
         "sr_delete" => {
-            sr::destroy(&ctx("sr_delete"), sr::SrArgs { sr: req.sr()?.render() }).map_err(|e| fault_of(202, &e))?;
+            sr::destroy(&req.sr()?).map_err(|e| Fault::of(202, &e))?;
             Ok(Value::Nil)
         }
         "sr_scan" => sr_scan(req),
@@ -271,23 +202,19 @@ fn dispatch(req: &Request) -> Result<Value, Fault> {
         "vdi_resize" => vdi_resize(req),
         "vdi_attach" => vdi_attach(req),
         "vdi_activate" => {
-            let args = uri_domain(req)?;
-            let result = if req.arg(0)? == "false" {
-                datapath::activate_readonly(&ctx("vdi_activate"), args)
-            } else {
-                datapath::activate(&ctx("vdi_activate"), args)
-            };
-            result.map_err(|e| fault_of(46, &e))?;
+            let uri = volume_uri(req)?;
+            let read_only = req.arg(0)? == "false";
+            datapath::activate(&Host::from_env(), &uri, DOMAIN, read_only).map_err(|e| Fault::of(46, &e))?;
             Ok(Value::Nil)
         }
         "vdi_deactivate" => {
-            datapath::deactivate(&ctx("vdi_deactivate"), uri_domain(req)?).map_err(|e| fault_of(46, &e))?;
+            datapath::deactivate(&Host::from_env(), &volume_uri(req)?, DOMAIN).map_err(|e| Fault::of(46, &e))?;
             Ok(Value::Nil)
         }
         "vdi_detach" => {
             // Never fails (datapath::detach logs what it leaves).
-            if let Ok(args) = uri_domain(req) {
-                let _ = datapath::detach(&ctx("vdi_detach"), args);
+            if let Ok(uri) = volume_uri(req) {
+                datapath::detach(&Host::from_env(), &uri.render(), DOMAIN);
             }
             Ok(Value::Nil)
         }
@@ -319,8 +246,7 @@ fn driver_info() -> Value {
 }
 
 fn sr_probe(req: &Request) -> Result<Value, Fault> {
-    let results = sr::probe(&ctx("sr_probe"), sr::ConfigArgs { configuration: req.device_config.clone() })
-        .map_err(|e| fault_of(47, &e))?;
+    let results = sr::probe(&req.device_config).map_err(|e| Fault::of(47, &e))?;
     let mut xml = String::from("<?xml version=\"1.0\"?><SRlist>");
     for r in &results {
         let field = |out: &mut String, tag: &str, value: &str| {
@@ -355,7 +281,7 @@ fn sr_probe(req: &Request) -> Result<Value, Fault> {
 
 fn sr_create(req: &Request) -> Result<Value, Fault> {
     let sr_uuid = req.need(&req.sr_uuid, "sr_uuid")?;
-    let config = DeviceConfig::parse(&req.device_config).map_err(|e| fault_of(115, &e.into()))?;
+    let config = DeviceConfig::parse(&req.device_config).map_err(|e| Fault::of(115, &e.into()))?;
     // The name lives in xapi's database; keep a copy in Ceph for SR.probe.
     let session = req.session(config.timeout)?;
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
@@ -367,11 +293,8 @@ fn sr_create(req: &Request) -> Result<Value, Fault> {
             .unwrap_or_default()
     };
     let (name, description) = (text("SR.get_name_label"), text("SR.get_name_description"));
-    sr::create(
-        &ctx("sr_create"),
-        sr::CreateArgs { uuid: sr_uuid.to_owned(), configuration: req.device_config.clone(), name, description },
-    )
-    .map_err(|e| fault_of(202, &e))?;
+    let uuid = parse_uuid("sr_uuid", sr_uuid).map_err(|e| Fault::of(143, &e.into()))?;
+    sr::create(&req.device_config, uuid, &name, &description).map_err(|e| Fault::of(202, &e))?;
     Ok(Value::Nil)
 }
 
@@ -411,7 +334,7 @@ fn introduce(
         Value::str("OpaqueRef:NULL"),
         Value::Bool(false),
     ];
-    session.call("VDI.db_introduce", args).map_err(|e| fault_of(153, &e.into()))?;
+    session.call("VDI.db_introduce", args).map_err(|e| Fault::xenapi(&e))?;
     info!(vdi = uuid, location = %v.key, "VDI introduced to xapi");
     Ok(vdi_info(uuid, &v.key))
 }
@@ -427,16 +350,9 @@ fn vdi_create(req: &Request) -> Result<Value, Fault> {
         req.arg(0)?.parse().map_err(|_| Fault::new(79, format!("size {:?} is not a number", req.args[0])))?;
     let vdi_type = req.vdi_type.clone().unwrap_or_else(|| "user".to_owned());
     let sharable = matches!(vdi_type.as_str(), "ha_statefile" | "redo_log");
-    let args = volume::CreateArgs {
-        sr: sr.render(),
-        name: req.arg(1)?.to_owned(),
-        description: req.args.get(2).cloned().unwrap_or_default(),
-        size,
-        sharable,
-    };
-    let v = volume::create(&ctx("vdi_create"), args).map_err(|e| fault_of(78, &e))?;
-    let set = volume::SetArgs { sr: sr.render(), key: v.key.clone(), k: "vdi-type".to_owned(), v: vdi_type.clone() };
-    volume::set(&ctx("vdi_create"), set).map_err(|e| fault_of(78, &e))?;
+    let description = req.args.get(2).cloned().unwrap_or_default();
+    let v = volume::create(&sr, req.arg(1)?, &description, size, sharable).map_err(|e| Fault::of(78, &e))?;
+    volume::set(&sr, &v.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(78, &e))?;
     introduce(req, &session, &v, &v.key, &vdi_type, &sr)
 }
 
@@ -444,8 +360,7 @@ fn vdi_introduce(req: &Request) -> Result<Value, Fault> {
     let sr = req.sr()?;
     let session = req.session(sr.conn.timeout)?;
     let location = req.need(&req.vdi_location, "vdi_location")?;
-    let v = volume::stat(&ctx("vdi_introduce"), volume::KeyArgs { sr: sr.render(), key: location.to_owned() })
-        .map_err(|e| fault_of(144, &e))?;
+    let v = volume::stat(&sr, location).map_err(|e| Fault::of(144, &e))?;
     let uuid = req.new_uuid.clone().unwrap_or_else(|| v.key.clone());
     let vdi_type = v.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
     introduce(req, &session, &v, &uuid, &vdi_type, &sr)
@@ -454,10 +369,10 @@ fn vdi_introduce(req: &Request) -> Result<Value, Fault> {
 fn vdi_delete(req: &Request) -> Result<Value, Fault> {
     let sr = req.sr()?;
     let key = req.need(&req.vdi_location, "vdi_location")?;
-    match volume::destroy(&ctx("vdi_delete"), volume::KeyArgs { sr: sr.render(), key: key.to_owned() }) {
+    match volume::destroy(&Host::from_env(), &sr, key) {
         // Already gone: xapi removes its record next; deleting twice must not fail.
         Ok(()) | Err(OpError::VolumeDoesNotExist { .. }) => Ok(Value::Nil),
-        Err(e) => Err(fault_of(80, &e)),
+        Err(e) => Err(Fault::of(80, &e)),
     }
 }
 
@@ -465,18 +380,12 @@ fn vdi_copy(req: &Request) -> Result<Value, Fault> {
     let sr = req.sr()?;
     let session = req.session(sr.conn.timeout)?;
     let key = req.need(&req.vdi_location, "vdi_location")?.to_owned();
-    let args = volume::KeyArgs { sr: sr.render(), key: key.clone() };
-    let (new, code) = if req.command == "vdi_snapshot" {
-        (volume::snapshot(&ctx("vdi_snapshot"), args), 82)
-    } else {
-        (volume::clone(&ctx("vdi_clone"), args), 81)
-    };
-    let new = new.map_err(|e| fault_of(code, &e))?;
-    let source =
-        volume::stat(&ctx("vdi_copy"), volume::KeyArgs { sr: sr.render(), key }).map_err(|e| fault_of(code, &e))?;
+    let (new, code) =
+        if req.command == "vdi_snapshot" { (volume::snapshot(&sr, &key), 82) } else { (volume::clone(&sr, &key), 81) };
+    let new = new.map_err(|e| Fault::of(code, &e))?;
+    let source = volume::stat(&sr, &key).map_err(|e| Fault::of(code, &e))?;
     let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
-    let set = volume::SetArgs { sr: sr.render(), key: new.key.clone(), k: "vdi-type".to_owned(), v: vdi_type.clone() };
-    volume::set(&ctx("vdi_copy"), set).map_err(|e| fault_of(code, &e))?;
+    volume::set(&sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
     introduce(req, &session, &new, &new.key, &vdi_type, &sr)
 }
 
@@ -486,30 +395,27 @@ fn vdi_resize(req: &Request) -> Result<Value, Fault> {
     let key = req.need(&req.vdi_location, "vdi_location")?.to_owned();
     let new_size: i64 =
         req.arg(0)?.parse().map_err(|_| Fault::new(79, format!("size {:?} is not a number", req.args[0])))?;
-    let args = volume::ResizeArgs { sr: sr.render(), key: key.clone(), new_size };
-    volume::resize(&ctx("vdi_resize"), args).map_err(|e| fault_of(110, &e))?;
-    let v =
-        volume::stat(&ctx("vdi_resize"), volume::KeyArgs { sr: sr.render(), key }).map_err(|e| fault_of(110, &e))?;
+    volume::resize(&sr, &key, new_size).map_err(|e| Fault::of(110, &e))?;
+    let v = volume::stat(&sr, &key).map_err(|e| Fault::of(110, &e))?;
     let vdi_ref = req.need(&req.vdi_ref, "vdi_ref")?;
     session
         .call("VDI.set_virtual_size", vec![Value::str(vdi_ref), Value::str(v.virtual_size.to_string())])
-        .map_err(|e| fault_of(153, &e.into()))?;
+        .map_err(|e| Fault::xenapi(&e))?;
     Ok(vdi_info(req.vdi_uuid.as_deref().unwrap_or(&v.key), &v.key))
 }
 
-/// The datapath URI of this request's VDI (the SR's preferred scheme) and our domain.
-fn uri_domain(req: &Request) -> Result<UriDomain, Fault> {
+/// The datapath URI of this request's VDI (the SR's preferred scheme).
+fn volume_uri(req: &Request) -> Result<VolumeUri, Fault> {
     let sr = req.sr()?;
     let key = req.need(&req.vdi_location, "vdi_location")?;
-    let v = volume::stat(&ctx("vdi_attach"), volume::KeyArgs { sr: sr.render(), key: key.to_owned() })
-        .map_err(|e| fault_of(144, &e))?;
-    let uri = v.uri.first().cloned().ok_or_else(|| Fault::new(46, "the volume has no datapath URI"))?;
-    Ok(UriDomain { uri, domain: DOMAIN.to_owned() })
+    let v = volume::stat(&sr, key).map_err(|e| Fault::of(144, &e))?;
+    let uri = v.uri.first().ok_or_else(|| Fault::new(46, "the volume has no datapath URI"))?;
+    VolumeUri::parse(uri).map_err(|e| Fault::of(46, &e.into()))
 }
 
 fn vdi_attach(req: &Request) -> Result<Value, Fault> {
-    let args = uri_domain(req)?;
-    let backend = datapath::attach(&ctx("vdi_attach"), args).map_err(|e| fault_of(46, &e))?;
+    let uri = volume_uri(req)?;
+    let backend = datapath::attach(&Host::from_env(), &uri, DOMAIN).map_err(|e| Fault::of(46, &e))?;
     let key = req.vdi_location.clone().unwrap_or_default();
     let s = |k: &str, v: String| (k.to_owned(), Value::String(v));
     let mut members = Vec::new();
@@ -532,12 +438,12 @@ fn vdi_attach(req: &Request) -> Result<Value, Fault> {
 /// Records SR usage in xapi: physical size, utilisation, and virtual allocation.
 fn update_sr_sizes(req: &Request, sr: &SrUri, session: &Session, volumes: Option<&[Volume]>) -> Result<(), Fault> {
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
-    let stat = sr::stat(&ctx("sr_update"), sr::SrArgs { sr: sr.render() }).map_err(|e| fault_of(47, &e))?;
+    let stat = sr::stat(sr).map_err(|e| Fault::of(47, &e))?;
     let listed;
     let volumes = match volumes {
         Some(v) => v,
         None => {
-            listed = sr::ls(&ctx("sr_update"), sr::SrArgs { sr: sr.render() }).map_err(|e| fault_of(47, &e))?;
+            listed = sr::ls(sr).map_err(|e| Fault::of(47, &e))?;
             &listed
         }
     };
@@ -547,9 +453,7 @@ fn update_sr_sizes(req: &Request, sr: &SrUri, session: &Session, volumes: Option
         ("SR.set_physical_utilisation", stat.total_space - stat.free_space),
         ("SR.set_virtual_allocation", allocation),
     ] {
-        session
-            .call(method, vec![Value::str(sr_ref), Value::str(value.to_string())])
-            .map_err(|e| fault_of(153, &e.into()))?;
+        session.call(method, vec![Value::str(sr_ref), Value::str(value.to_string())]).map_err(|e| Fault::xenapi(&e))?;
     }
     Ok(())
 }
@@ -560,10 +464,10 @@ fn sr_scan(req: &Request) -> Result<Value, Fault> {
     let sr = req.sr()?;
     let session = req.session(sr.conn.timeout)?;
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
-    let volumes = sr::ls(&ctx("sr_scan"), sr::SrArgs { sr: sr.render() }).map_err(|e| fault_of(40, &e))?;
+    let volumes = sr::ls(&sr).map_err(|e| Fault::of(40, &e))?;
     let known = session
         .call("VDI.get_all_records_where", vec![Value::str(format!("field \"SR\" = \"{sr_ref}\""))])
-        .map_err(|e| fault_of(153, &e.into()))?;
+        .map_err(|e| Fault::xenapi(&e))?;
     let known: Vec<(String, &Value)> =
         known.members().unwrap_or_default().iter().map(|(r, v)| (r.clone(), v)).collect();
     let location = |rec: &Value| rec.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -582,13 +486,13 @@ fn sr_scan(req: &Request) -> Result<Value, Fault> {
                     if differs(field, value.clone()) {
                         session
                             .call(method, vec![Value::str(vdi_ref.clone()), Value::str(value)])
-                            .map_err(|e| fault_of(153, &e.into()))?;
+                            .map_err(|e| Fault::xenapi(&e))?;
                     }
                 }
                 if rec.get("read_only") != Some(&Value::Bool(!v.read_write)) {
                     session
                         .call("VDI.set_read_only", vec![Value::str(vdi_ref.clone()), Value::Bool(!v.read_write)])
-                        .map_err(|e| fault_of(153, &e.into()))?;
+                        .map_err(|e| Fault::xenapi(&e))?;
                 }
             }
         }
@@ -596,7 +500,7 @@ fn sr_scan(req: &Request) -> Result<Value, Fault> {
     for (vdi_ref, rec) in &known {
         if !volumes.iter().any(|v| v.key == location(rec)) {
             warn!(vdi = %vdi_ref, location = %location(rec), "VDI gone from Ceph: forgetting it");
-            session.call("VDI.db_forget", vec![Value::str(vdi_ref.clone())]).map_err(|e| fault_of(153, &e.into()))?;
+            session.call("VDI.db_forget", vec![Value::str(vdi_ref.clone())]).map_err(|e| Fault::xenapi(&e))?;
         }
     }
     update_sr_sizes(req, &sr, &session, Some(&volumes))?;

@@ -1,4 +1,4 @@
-//! XML-RPC, as xapi writes and reads it (smapiv1-wire.md): the `methodCall` a legacy driver
+//! XML-RPC, as xapi writes and reads it (docs/smapiv1.md): the `methodCall` a legacy driver
 //! gets in argv\[1\], the `methodResponse` it prints, and the XenAPI calls it makes back.
 //!
 //! The parser reads the XML subset XML-RPC uses: elements, text, the five predefined
@@ -409,7 +409,7 @@ pub fn call(method: &str, params: &[Value]) -> String {
 mod tests {
     use super::*;
 
-    /// The sr_create document exactly as xapi v24.19.2 writes it (smapiv1-wire.md §5).
+    /// The sr_create document exactly as xapi v24.19.2 writes it (docs/smapiv1.md §5).
     const SR_CREATE: &str = "<methodCall><methodName>sr_create</methodName><params><param><value><struct><member><name>host_ref</name><value>OpaqueRef:5d8e2c17-3b3c-4f0e-9a52-0c2f6a1b9e01</value></member><member><name>command</name><value>sr_create</value></member><member><name>args</name><value><array><data><value>0</value></data></array></value></member><member><name>device_config</name><value><struct><member><name>SRmaster</name><value>true</value></member><member><name>pool</name><value>xcp</value></member><member><name>ceph_conf</name><value>/etc/ceph/ceph.conf</value></member><member><name>ceph_user</name><value>admin</value></member></struct></value></member><member><name>session_ref</name><value>OpaqueRef:9c1b7e44-0d2a-4c61-b7f3-6e5a2d8f1c30</value></member><member><name>sr_ref</name><value>OpaqueRef:2f4a6c8e-1b3d-4e5f-8a7b-9c0d1e2f3a4b</value></member><member><name>sr_uuid</name><value>3f6c1b0e-8a1e-4d7e-9a53-2b8f4c3c9f10</value></member><member><name>subtask_of</name><value>DummyRef:|a1b2c3d4-0002-4000-8000-000000000002|SR.create</value></member></struct></value></param></params></methodCall>";
 
     #[test]

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::ceph::Conn;
-use crate::config::DeviceConfig;
+use super::names;
+use crate::ceph::{Conn, ImageSpec};
+use crate::config::{DeviceConfig, DEFAULT_FEATURES};
 use crate::error::RequestError;
 
 /// The scheme of SR strings.
@@ -145,9 +146,6 @@ pub struct SrUri {
     pub schemes: Vec<String>,
 }
 
-/// Image features used when device-config does not say: what XCP-ng's 4.19 kernel can map.
-pub const DEFAULT_FEATURES: &[&str] = &["layering", "exclusive-lock"];
-
 impl SrUri {
     /// The SR string of an SR created with `config` (which must carry `sr_uuid`).
     pub fn from_config(config: &DeviceConfig, uuid: Uuid) -> Self {
@@ -159,9 +157,9 @@ impl SrUri {
         schemes.extend(DATAPATH_SCHEMES.iter().filter(|s| Some(**s) != preferred).map(|s| (*s).to_owned()));
         SrUri {
             pool: config.pool.clone(),
-            namespace: config.namespace.clone().unwrap_or_else(|| crate::names::default_namespace(&uuid)),
+            namespace: config.namespace.clone().unwrap_or_else(|| names::default_namespace(&uuid)),
             uuid,
-            conn: Conn::from_config(config),
+            conn: config.conn(),
             features,
             schemes,
         }
@@ -229,6 +227,16 @@ pub struct VolumeUri {
 }
 
 impl VolumeUri {
+    /// The image or snapshot this URI names.
+    pub fn image_spec(&self) -> ImageSpec {
+        ImageSpec {
+            pool: self.pool.clone(),
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            snap: self.snap.clone(),
+        }
+    }
+
     /// The string form.
     pub fn render(&self) -> String {
         let mut leaf = self.image.clone();

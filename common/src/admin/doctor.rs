@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::ceph::{Conn, Kind};
-use crate::config::DeviceConfig;
-use crate::runner::{Cmd, Program};
-use crate::uri::DEFAULT_FEATURES;
-use crate::{krbd, rbd};
+use crate::ceph::{krbd, rbd, Kind};
+use crate::config::{DeviceConfig, DEFAULT_FEATURES};
+use crate::error::chain;
+use crate::host::Host;
+use crate::process::runner::{Cmd, Program};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub const FEATURE_BITS: &[(&str, u64)] = &[
 ];
 
 /// Checks that need no device-config.
-pub fn host_checks() -> Vec<Finding> {
+pub fn host_checks(host: &Host) -> Vec<Finding> {
     let mut out = Vec::new();
     for (tool, needed_for) in [("rbd", None), ("ceph", None), ("qemu-storage-daemon", Some("the qsd datapath"))] {
         out.push(match (Program::resolve(tool), needed_for) {
@@ -96,7 +96,7 @@ pub fn host_checks() -> Vec<Finding> {
             ),
         });
     }
-    out.push(kernel_check(&crate::datapath::sysfs(), &features_of(DEFAULT_FEATURES.iter().copied())));
+    out.push(kernel_check(&host.sysfs, &features_of(DEFAULT_FEATURES.iter().copied())));
     out.extend(plugin_dir_checks(&root()));
     out.push(whitelist_check(&root()));
     out
@@ -226,7 +226,7 @@ fn whitelist_check(root: &Path) -> Finding {
 }
 
 /// Checks of one SR's device-config against the cluster.
-pub fn config_checks(config: &DeviceConfig) -> Vec<Finding> {
+pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     for (check, path) in [("ceph.conf", Some(&config.ceph_conf)), ("keyring", config.keyring.as_ref())] {
         let Some(path) = path else { continue };
@@ -248,7 +248,7 @@ pub fn config_checks(config: &DeviceConfig) -> Vec<Finding> {
             Some("ceph auth get client.<user> >> the keyring, or fix ceph_user"),
         ));
     }
-    let conn = Conn::from_config(config);
+    let conn = config.conn();
     let started = Instant::now();
     let check = format!("monitors and pool {}", config.pool);
     out.push(match rbd::namespace_ls(&conn, &config.pool) {
@@ -269,11 +269,11 @@ pub fn config_checks(config: &DeviceConfig) -> Vec<Finding> {
                 Kind::Unreachable => "check mon_host/ceph.conf, the network to the monitors, and the cluster's health",
                 _ => "see the error",
             };
-            finding(Status::Fail, &check, crate::error::chain(&e), Some(fix))
+            finding(Status::Fail, &check, chain(&e), Some(fix))
         }
     });
     if let Some(features) = &config.image_features {
-        out.push(kernel_check(&crate::datapath::sysfs(), features));
+        out.push(kernel_check(&host.sysfs, features));
     }
     out
 }
@@ -292,10 +292,11 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
             }
         }
     }
-    let mut findings = host_checks();
+    let host = Host::from_env();
+    let mut findings = host_checks(&host);
     if !raw.is_empty() {
         match DeviceConfig::parse(&raw) {
-            Ok(config) => findings.extend(config_checks(&config)),
+            Ok(config) => findings.extend(config_checks(&host, &config)),
             Err(e) => findings.push(finding(
                 Status::Fail,
                 "device-config",

@@ -19,13 +19,13 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::ceph::Kind;
-use crate::error::OpError;
-use crate::meta::Header;
-use crate::names::{MetaKey, Object, HEADER_IMAGE};
-use crate::rbd;
-use crate::uri::SrUri;
-use crate::{datapath, sr, volume};
+use crate::ceph::{rbd, Kind};
+use crate::error::{chain, OpError};
+use crate::host::Host;
+use crate::layout::names::{MetaKey, Object, HEADER_IMAGE};
+use crate::layout::records::{self, Header};
+use crate::layout::uri::SrUri;
+use crate::ops::{datapath, reclaim};
 
 /// Something that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +100,10 @@ pub struct Finding {
 }
 
 /// Checks `sr` (and this host's state for it); with `repair`, repairs what is safe.
-pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
+pub fn check(host: &Host, sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
     let conn = &sr.conn;
     let header = Header::of(sr);
-    let records = sr::load(sr)?;
+    let records = records::load(sr)?;
     let volumes = records.volumes();
     let images: BTreeSet<String> =
         rbd::ls(conn, &sr.pool, &sr.namespace)?.into_iter().filter(|i| i != HEADER_IMAGE).collect();
@@ -186,7 +186,7 @@ pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
             continue;
         }
         if repair {
-            volume::reclaim_image(sr, image)?;
+            reclaim::reclaim_image(sr, image)?;
         }
         note(Problem::OrphanImage { image: image.clone() }, repair);
     }
@@ -202,7 +202,7 @@ pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
             if !rbd::children(conn, &sr.spec(&leaf))?.is_empty() {
                 continue;
             }
-            let repaired = repair && volume::remove_snapshot_if_free(sr, &leaf)?;
+            let repaired = repair && reclaim::remove_snapshot_if_free(sr, &leaf)?;
             note(Problem::OrphanSnapshot { snapshot: leaf }, repaired);
         }
     }
@@ -224,8 +224,8 @@ pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
     }
     if repair {
         // Marks whose dependants went while nothing reclaimed them (a crash in destroy).
-        volume::reclaim_all(sr, &sr::load(sr)?)?;
-        let reaped = datapath::reap(sr)?;
+        reclaim::reclaim_all(sr, &records::load(sr)?)?;
+        let reaped = datapath::reap(host, sr)?;
         if reaped != datapath::Reaped::default() {
             note(Problem::HostLeftovers { what: format!("{reaped:?}") }, true);
         }
@@ -235,7 +235,7 @@ pub fn check(sr: &SrUri, repair: bool) -> Result<Vec<Finding>, OpError> {
 
 /// `volume --check <sr string> [--repair]`: prints each finding; exit 1 if any remains.
 pub fn main(mut args: impl Iterator<Item = String>) -> std::process::ExitCode {
-    crate::log::init("volume");
+    crate::process::log::init("volume");
     let usage = || {
         eprintln!("usage: volume --check <SR string (from SR.attach)> [--repair]");
         std::process::ExitCode::from(2)
@@ -253,7 +253,7 @@ pub fn main(mut args: impl Iterator<Item = String>) -> std::process::ExitCode {
             return usage();
         }
     };
-    match check(&sr, repair) {
+    match check(&Host::from_env(), &sr, repair) {
         Ok(findings) => {
             for f in &findings {
                 println!("{} {}", if f.repaired { "REPAIRED" } else { "FOUND   " }, f.problem);
@@ -267,7 +267,7 @@ pub fn main(mut args: impl Iterator<Item = String>) -> std::process::ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("check failed: {}", crate::error::chain(&e));
+            eprintln!("check failed: {}", chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! The SMAPIv3 exec protocol, written once for every executable (smapiv3.md §1.3).
+//! The SMAPIv3 exec protocol, written once for every executable (docs/smapiv3.md).
 //!
 //! xapi-storage-script runs `<dir>/<Interface>.<method> --json` (a symlink to our
 //! multi-call binary), writes the named arguments as one JSON object on stdin, closes it,
@@ -31,8 +31,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{debug, error, info_span};
 
-use crate::error::{OpError, RequestError, SmapiError};
-use crate::schema::{self, Param, ParamKind, Part};
+use super::error::SmapiError;
+use super::schema::{self, Param, ParamKind, Part};
+use crate::error::{chain, OpError, RequestError};
 
 /// What an operation knows about the call it serves.
 #[derive(Debug, Clone)]
@@ -121,9 +122,9 @@ impl Answer {
     }
 }
 
-/// Converts a typed operation into a table [`Handler`]: deserializes the (already
+/// Converts a typed front-end function into a table [`Handler`]: deserializes the (already
 /// validated) arguments, runs `f`, serializes its result.
-pub fn typed<Req, Resp>(ctx: &Ctx, args: Value, f: fn(&Ctx, Req) -> Result<Resp, OpError>) -> Result<Value, OpError>
+pub fn typed<Req, Resp>(ctx: &Ctx, args: Value, f: fn(Req) -> Result<Resp, OpError>) -> Result<Value, OpError>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -132,8 +133,12 @@ where
         method: ctx.method.to_owned(),
         violation: schema::Violation { path: String::new(), message: e.to_string() },
     })?;
-    let response = f(ctx, request)?;
-    serde_json::to_value(response).map_err(|e| OpError::InvalidResult {
+    reply(ctx, f(request))
+}
+
+/// Serializes a result for the wire (a serialization failure is a bug of ours).
+pub fn reply<Resp: Serialize>(ctx: &Ctx, result: Result<Resp, OpError>) -> Result<Value, OpError> {
+    serde_json::to_value(result?).map_err(|e| OpError::InvalidResult {
         method: ctx.method.to_owned(),
         violation: schema::Violation { path: String::new(), message: e.to_string() },
     })
@@ -141,7 +146,7 @@ where
 
 /// The process entry point of a multi-call executable: the whole of its `main`.
 pub fn main(exe: &'static Executable) -> ExitCode {
-    crate::log::init(exe.name);
+    crate::process::log::init(exe.name);
     let argv: Vec<OsString> = std::env::args_os().collect();
     let answer = run(exe, &argv, &mut io::stdin().lock());
     let mut stdout = io::stdout().lock();
@@ -172,7 +177,7 @@ pub fn run(exe: &'static Executable, argv: &[OsString], stdin: &mut dyn Read) ->
             name,
             known: exe.operations.iter().map(|op| op.name).collect::<Vec<_>>().join(", "),
         });
-        error!("{}", crate::error::chain(&err));
+        error!("{}", chain(&err));
         return Answer::Error(SmapiError::from(&err));
     };
     let json_mode = rest.iter().any(|a| a == "--json" || a == "-j");
@@ -182,7 +187,7 @@ pub fn run(exe: &'static Executable, argv: &[OsString], stdin: &mut dyn Read) ->
         Err(Positional::Help(text)) => return Answer::Text(text),
         Err(Positional::Error(err)) => {
             let err = OpError::Request(err);
-            error!(method = op.name, "{}", crate::error::chain(&err));
+            error!(method = op.name, "{}", chain(&err));
             return Answer::Error(SmapiError::from(&err));
         }
     };
@@ -197,7 +202,7 @@ pub fn run(exe: &'static Executable, argv: &[OsString], stdin: &mut dyn Read) ->
             Answer::Result(value)
         }
         Err(err) => {
-            error!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "{}", crate::error::chain(&err));
+            error!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "{}", chain(&err));
             Answer::Error(SmapiError::from(&err))
         }
     }
@@ -358,16 +363,16 @@ mod tests {
         sr: String,
     }
 
-    fn stat(_ctx: &Ctx, req: StatArgs) -> Result<Value, OpError> {
+    fn stat(req: StatArgs) -> Result<Value, OpError> {
         Ok(json!({"sr": req.sr, "name": "n", "description": "", "free_space": 1, "total_space": 2,
                   "datasources": [], "clustered": false, "health": ["Healthy", ""]}))
     }
 
-    fn broken(_ctx: &Ctx, _req: StatArgs) -> Result<Value, OpError> {
+    fn broken(_req: StatArgs) -> Result<Value, OpError> {
         Ok(json!({"sr": "s"}))
     }
 
-    fn panics(_ctx: &Ctx, _req: Value) -> Result<Value, OpError> {
+    fn panics(_req: Value) -> Result<Value, OpError> {
         panic!("boom")
     }
 

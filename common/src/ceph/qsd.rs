@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::runner::{self, Cmd, CommandError, Program};
-use crate::uri::VolumeUri;
+use super::{Conn, ImageSpec};
+use crate::process::runner::{self, Cmd, CommandError, Program};
 
 /// How long a daemon gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -50,7 +50,7 @@ impl Daemon {
 
     /// Starts the daemon unless it already runs. `read_only` opens the image read-only and
     /// exports it read-only (snapshots, `activate_readonly`).
-    pub fn start(&self, uri: &VolumeUri, read_only: bool) -> Result<(), CommandError> {
+    pub fn start(&self, conn: &Conn, image: &ImageSpec, read_only: bool) -> Result<(), CommandError> {
         if self.running().is_some() {
             return Ok(());
         }
@@ -58,26 +58,26 @@ impl Daemon {
         let program = qsd()?;
         let mut blockdev = format!(
             "driver=rbd,node-name=disk,pool={},image={},conf={},user={},cache.direct=on,read-only={}",
-            escape(&uri.pool),
-            escape(&uri.image),
-            escape(&uri.conn.conf.display().to_string()),
-            escape(&uri.conn.id),
+            escape(&image.pool),
+            escape(&image.image),
+            escape(&conn.conf.display().to_string()),
+            escape(&conn.id),
             on_off(read_only),
         );
-        if !uri.namespace.is_empty() {
-            blockdev.push_str(&format!(",namespace={}", escape(&uri.namespace)));
+        if !image.namespace.is_empty() {
+            blockdev.push_str(&format!(",namespace={}", escape(&image.namespace)));
         }
-        if let Some(snap) = &uri.snap {
+        if let Some(snap) = &image.snap {
             blockdev.push_str(&format!(",snapshot={}", escape(snap)));
         }
-        let mut ceph_args = format!("--client-mount-timeout {}", uri.conn.timeout.as_secs().max(1));
-        if let Some(keyring) = &uri.conn.keyring {
+        let mut ceph_args = format!("--client-mount-timeout {}", conn.timeout.as_secs().max(1));
+        if let Some(keyring) = &conn.keyring {
             ceph_args.push_str(&format!(" --keyring {}", keyring.display()));
         }
-        if let Some(mon) = &uri.conn.mon_host {
+        if let Some(mon) = &conn.mon_host {
             ceph_args.push_str(&format!(" --mon-host {mon}"));
         }
-        Cmd::new(&program, uri.conn.timeout)
+        Cmd::new(&program, conn.timeout)
             .env("CEPH_ARGS", ceph_args)
             .args(["--blockdev", &blockdev])
             .args(["--nbd-server", &format!("addr.type=unix,addr.path={}", escape(&self.socket.display().to_string()))])

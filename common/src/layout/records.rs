@@ -18,15 +18,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ceph::{CephError, Conn};
-use crate::names::{MetaKey, HEADER_IMAGE};
-use crate::rbd::{self, Action};
-use crate::uri::SrUri;
+use super::names::{MetaKey, HEADER_IMAGE};
+use super::uri::SrUri;
+use crate::ceph::rbd::{self, Action};
+use crate::ceph::{CephError, Conn, Kind};
+use crate::error::OpError;
 
 /// The SR record (`sr`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SrRecord {
-    /// The layout version (`names::LAYOUT_VERSION`).
+    /// The layout version ([`super::names::LAYOUT_VERSION`]).
     pub layout: u32,
     /// The SR's uuid.
     pub uuid: Uuid,
@@ -240,6 +241,21 @@ impl<'a> Header<'a> {
     /// Removes one key; `Identity` if absent.
     pub fn remove(&self, key: &MetaKey) -> Result<Action, CephError> {
         rbd::meta_remove(self.conn, &self.spec, &key.to_string())
+    }
+}
+
+/// `SR_does_not_exist` for `sr`.
+pub fn sr_missing(sr: &SrUri) -> OpError {
+    OpError::SrDoesNotExist { uuid: sr.uuid.to_string(), pool: sr.pool.clone(), namespace: sr.namespace.clone() }
+}
+
+/// Reads the SR's records; a missing header is `SR_does_not_exist`.
+pub fn load(sr: &SrUri) -> Result<Records, OpError> {
+    match Header::of(sr).load() {
+        Ok(records) if records.sr().is_some_and(|r| r.uuid == sr.uuid) => Ok(records),
+        Ok(_) => Err(sr_missing(sr)),
+        Err(e) if e.kind() == Kind::NotFound => Err(sr_missing(sr)),
+        Err(e) => Err(e.into()),
     }
 }
 

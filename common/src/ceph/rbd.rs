@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use tracing::debug;
 
-use crate::ceph::{CephError, Conn, Kind};
+use super::{CephError, Conn, Kind};
 
 /// What an idempotent step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,4 +265,30 @@ pub struct PoolInfo {
 /// `ceph osd pool ls detail`: every pool.
 pub fn pools(conn: &Conn) -> Result<Vec<PoolInfo>, CephError> {
     conn.ceph_json("pools", &["osd", "pool", "ls", "detail"])
+}
+
+/// One client watching an image (`rbd status --format json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Watcher {
+    /// Its address (`ip:port/nonce`), what the blocklist takes.
+    pub address: String,
+    /// Its client id (`client.<id>`).
+    pub client: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    #[serde(default)]
+    watchers: Vec<Watcher>,
+}
+
+/// `rbd status`: the clients watching an image (those that have it open).
+pub fn watchers(conn: &Conn, spec: &str) -> Result<Vec<Watcher>, CephError> {
+    let status: Status = conn.rbd_json(&format!("image {spec}"), &["status", spec], "{}")?;
+    Ok(status.watchers)
+}
+
+/// `ceph osd blocklist add <address> <seconds>`: the OSDs refuse that client from now on.
+pub fn blocklist_add(conn: &Conn, address: &str, seconds: u32) -> Result<(), CephError> {
+    conn.ceph(&format!("client {address}"), &["osd", "blocklist", "add", address, &seconds.to_string()]).map(drop)
 }

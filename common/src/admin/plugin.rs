@@ -3,17 +3,17 @@
 //! The features a plugin declares are derived from the executable's dispatch table
 //! ([`FEATURE_OF_METHOD`]), so Query can never advertise a method that does not exist.
 //! xapi names the SR type after `plugin`, which must equal the last component of the
-//! volume plugin's directory name `org.xen.xapi.storage.<type>` (smapiv3.md §1.2).
+//! volume plugin's directory name `org.xen.xapi.storage.<type>` (docs/smapiv3.md).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use super::doctor;
 use crate::config;
-use crate::error::OpError;
-use crate::exec::{Ctx, Operation};
-use crate::runner::{Cmd, Program};
+use crate::host::Host;
+use crate::process::runner::{Cmd, Program};
+use crate::smapi::exec::Operation;
+use crate::smapi::wire::QueryResult;
 
 /// The SR type of the SMAPIv3 volume plugin (`xe sr-create type=cephrbd-ng`).
 pub const VOLUME_PLUGIN: &str = "cephrbd-ng";
@@ -47,38 +47,6 @@ pub const FEATURE_OF_METHOD: &[(&str, &str)] = &[
 /// `physical_utilisation` with fast-diff.
 pub const VOLUME_EXTRA_FEATURES: &[&str] = &["VDI_ACTIVATE_READONLY", "THIN_PROVISIONING"];
 
-/// Arguments of `Plugin.Query` and `Plugin.diagnostics`.
-#[derive(Debug, Deserialize)]
-pub struct DbgOnly {
-    /// The caller's debug string (unused: also in [`Ctx`]).
-    pub dbg: String,
-}
-
-/// The `query_result` record.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct QueryResult {
-    /// The SR type.
-    pub plugin: String,
-    /// Short name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Vendor.
-    pub vendor: String,
-    /// Copyright.
-    pub copyright: String,
-    /// Our version.
-    pub version: String,
-    /// The API version we need.
-    pub required_api_version: String,
-    /// What we implement.
-    pub features: Vec<String>,
-    /// device-config key → description.
-    pub configuration: std::collections::BTreeMap<String, String>,
-    /// Cluster stacks we need (none).
-    pub required_cluster_stack: Vec<String>,
-}
-
 fn features(operations: &[Operation]) -> Vec<String> {
     FEATURE_OF_METHOD
         .iter()
@@ -87,8 +55,8 @@ fn features(operations: &[Operation]) -> Vec<String> {
         .collect()
 }
 
-fn query(ctx: &Ctx, plugin: &str, description: &str, volume: bool) -> QueryResult {
-    let mut features = features(ctx.operations);
+fn query(operations: &[Operation], plugin: &str, description: &str, volume: bool) -> QueryResult {
+    let mut features = features(operations);
     if volume {
         features.extend(VOLUME_EXTRA_FEATURES.iter().map(|f| (*f).to_owned()));
     }
@@ -110,22 +78,23 @@ fn query(ctx: &Ctx, plugin: &str, description: &str, volume: bool) -> QueryResul
     }
 }
 
-/// `Plugin.Query` of the volume plugin.
-pub fn volume_query(ctx: &Ctx, _req: DbgOnly) -> Result<QueryResult, OpError> {
-    Ok(query(ctx, VOLUME_PLUGIN, "Ceph RBD images as XCP-ng virtual disks (SMAPIv3)", true))
+/// `Plugin.Query` of the volume plugin whose dispatch table is `operations`.
+pub fn volume_query(operations: &[Operation]) -> QueryResult {
+    query(operations, VOLUME_PLUGIN, "Ceph RBD images as XCP-ng virtual disks (SMAPIv3)", true)
 }
 
-/// `Plugin.Query` of the datapath plugin.
-pub fn datapath_query(ctx: &Ctx, _req: DbgOnly) -> Result<QueryResult, OpError> {
-    Ok(query(ctx, DATAPATH_PLUGIN, "Block devices for cephrbd volumes (SMAPIv3 datapath)", false))
+/// `Plugin.Query` of the datapath plugin whose dispatch table is `operations`.
+pub fn datapath_query(operations: &[Operation]) -> QueryResult {
+    query(operations, DATAPATH_PLUGIN, "Block devices for cephrbd volumes (SMAPIv3 datapath)", false)
 }
 
 /// `Plugin.diagnostics`: a printable report of this host's view (no personal data, no
-/// secrets): version, tool versions, and the host checks of [`crate::doctor`].
-pub fn diagnostics(ctx: &Ctx, _req: DbgOnly) -> Result<String, OpError> {
+/// secrets): version, the methods of the executable, tool versions, and the host checks
+/// of [`doctor`].
+pub fn diagnostics(host: &Host, executable: &str, operations: &[Operation]) -> String {
     let mut report = String::new();
-    let _ = writeln!(report, "cephrbd {} ({})", env!("CARGO_PKG_VERSION"), ctx.method);
-    let _ = writeln!(report, "methods: {}", ctx.operations.iter().map(|op| op.name).collect::<Vec<_>>().join(" "));
+    let _ = writeln!(report, "cephrbd {} ({executable})", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(report, "methods: {}", operations.iter().map(|op| op.name).collect::<Vec<_>>().join(" "));
     for tool in TOOLS {
         if let Ok(program) = Program::resolve(tool) {
             let version = Cmd::new(&program, Duration::from_secs(10))
@@ -136,8 +105,8 @@ pub fn diagnostics(ctx: &Ctx, _req: DbgOnly) -> Result<String, OpError> {
             let _ = writeln!(report, "{tool} version: {version}");
         }
     }
-    for finding in crate::doctor::host_checks() {
+    for finding in doctor::host_checks(host) {
         let _ = writeln!(report, "{finding}");
     }
-    Ok(report)
+    report
 }

@@ -11,9 +11,10 @@
 //! where an int64 belongs, and so do we.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use serde_json::{Map, Value};
+
+pub use crate::error::{SchemaError, Violation};
 
 /// The keywords this validator understands. Annotations (`title`, `description`, …) are
 /// accepted and ignored; anything not listed is an error in the schema file.
@@ -59,55 +60,6 @@ impl Part {
             Part::Result => "result",
         }
     }
-}
-
-/// Where a value breaks its schema, in words an operator can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The path of the offending value inside the request (`size`, `configuration.pool`,
-    /// `implementations[1]`); empty for the request as a whole.
-    pub path: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "field `{}`: {}", self.path, self.message)
-        }
-    }
-}
-
-/// A schema file that cannot be used: an embedded-data bug, caught by the unit tests.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SchemaError {
-    /// No schema file exists for this method name.
-    #[error("no schema for method `{method}`")]
-    NoSchema {
-        /// The method looked up.
-        method: String,
-    },
-    /// A schema file is not valid JSON.
-    #[error("schema file {file} is not valid JSON: {detail}")]
-    Unparsable {
-        /// The file name.
-        file: String,
-        /// serde_json's message.
-        detail: String,
-    },
-    /// A schema uses something this validator does not implement.
-    #[error("schema file {file} at {location}: {problem}")]
-    Unsupported {
-        /// The file name.
-        file: String,
-        /// A JSON pointer into the file.
-        location: String,
-        /// What is wrong.
-        problem: String,
-    },
 }
 
 /// The parsed schema documents needed for one validation.

@@ -1,0 +1,156 @@
+//! Running `rbd` and `ceph`: the connection prefix built once ([`Conn::prefix`]), the time
+//! limit of the SR, and the classification of every failure into a [`CephError`].
+//!
+//! Callers never see a `Command`: they call [`Conn::rbd`] / [`Conn::ceph`] (or the typed
+//! wrappers of [`crate::ceph::rbd`] built on them), which run through
+//! [`crate::process::runner`]. No secret is ever on a command line: the key is read by the
+//! tool from the keyring file.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::error::{classify, CephError, Kind};
+use crate::process::runner::{Cmd, CommandError, Output, Program};
+
+/// The programs of the Ceph driver, resolved once per process.
+fn program(name: &'static str, cell: &'static OnceLock<Result<Program, String>>) -> Result<Program, CommandError> {
+    cell.get_or_init(|| Program::resolve(name).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|_| CommandError::NotFound { program: name })
+}
+
+fn rbd_program() -> Result<Program, CommandError> {
+    static CELL: OnceLock<Result<Program, String>> = OnceLock::new();
+    program("rbd", &CELL)
+}
+
+fn ceph_program() -> Result<Program, CommandError> {
+    static CELL: OnceLock<Result<Program, String>> = OnceLock::new();
+    program("ceph", &CELL)
+}
+
+/// How to reach one cluster as one user: rendered once into every command's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conn {
+    /// The configuration file.
+    pub conf: PathBuf,
+    /// The cephx id (no `client.` prefix).
+    pub id: String,
+    /// The keyring file, if not the one ceph.conf names.
+    pub keyring: Option<PathBuf>,
+    /// Monitor addresses overriding ceph.conf.
+    pub mon_host: Option<String>,
+    /// The wall-clock limit of each call.
+    pub timeout: Duration,
+}
+
+impl Conn {
+    /// The arguments every `rbd`/`ceph` call starts with.
+    ///
+    /// Ceph's own client time limits are set a little below the wall-clock limit, so that
+    /// the tool usually gives up by itself with a clear message before the runner kills it.
+    pub fn prefix(&self) -> Vec<String> {
+        let client_limit = self.timeout.saturating_sub(Duration::from_secs(1)).max(Duration::from_secs(1)).as_secs();
+        let mut args = vec!["--conf".to_owned(), self.conf.display().to_string(), "--id".to_owned(), self.id.clone()];
+        if let Some(keyring) = &self.keyring {
+            args.extend(["--keyring".to_owned(), keyring.display().to_string()]);
+        }
+        if let Some(mon) = &self.mon_host {
+            args.extend(["--mon-host".to_owned(), mon.clone()]);
+        }
+        for option in ["--client-mount-timeout", "--rados-mon-op-timeout", "--rados-osd-op-timeout"] {
+            args.extend([option.to_owned(), client_limit.to_string()]);
+        }
+        args
+    }
+
+    /// Runs `rbd <prefix> <args>`; `what` names the object for error messages.
+    pub fn rbd(&self, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        let program = rbd_program().map_err(|source| CephError::Failed { source })?;
+        self.run(&program, what, args)
+    }
+
+    /// Runs `ceph <prefix> <args>`; `what` names the object for error messages.
+    pub fn ceph(&self, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        let program = ceph_program().map_err(|source| CephError::Failed { source })?;
+        let mut full = vec!["--connect-timeout".to_owned(), self.timeout.as_secs().to_string()];
+        full.extend(args.iter().map(|a| (*a).to_owned()));
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        self.run(&program, what, &full)
+    }
+
+    /// Runs `rbd … --format json` and parses stdout as `T`. An empty stdout is parsed as
+    /// `empty` (some subcommands print nothing when there is nothing to list).
+    pub fn rbd_json<T: DeserializeOwned>(&self, what: &str, args: &[&str], empty: &str) -> Result<T, CephError> {
+        let mut full = args.to_vec();
+        full.extend(["--format", "json"]);
+        let out = self.rbd(what, &full)?;
+        parse_json(&out.stdout, empty, || format!("rbd {}", full.join(" ")))
+    }
+
+    /// Runs `ceph … --format json` and parses stdout as `T`.
+    pub fn ceph_json<T: DeserializeOwned>(&self, what: &str, args: &[&str]) -> Result<T, CephError> {
+        let mut full = args.to_vec();
+        full.extend(["--format", "json"]);
+        let out = self.ceph(what, &full)?;
+        parse_json(&out.stdout, "null", || format!("ceph {}", full.join(" ")))
+    }
+
+    fn run(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        Cmd::new(program, self.timeout)
+            .args(self.prefix())
+            .args(args)
+            .run()
+            .map_err(|source| self.classify_failure(what, source))
+    }
+
+    fn classify_failure(&self, what: &str, source: CommandError) -> CephError {
+        if source.timed_out() {
+            return CephError::Unreachable { limit: self.timeout, source };
+        }
+        let what = what.to_owned();
+        match classify(source.stderr(), source.exit_code()) {
+            Kind::NotFound => CephError::NotFound { what, source },
+            Kind::AlreadyExists => CephError::AlreadyExists { what, source },
+            Kind::Busy => CephError::Busy { what, source },
+            Kind::HasSnapshots => CephError::HasSnapshots { what, source },
+            Kind::Invalid => CephError::Refused { what, source },
+            Kind::PermissionDenied => CephError::PermissionDenied { user: self.id.clone(), source },
+            Kind::Unreachable => CephError::Unreachable { limit: self.timeout, source },
+            Kind::NoSpace => CephError::NoSpace { source },
+            Kind::Other => CephError::Failed { source },
+        }
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(stdout: &[u8], empty: &str, command: impl Fn() -> String) -> Result<T, CephError> {
+    let text = String::from_utf8_lossy(stdout);
+    let text = if text.trim().is_empty() { empty } else { text.trim() };
+    serde_json::from_str(text).map_err(|e| CephError::BadOutput { command: command(), detail: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        Conn {
+            conf: PathBuf::from("/etc/ceph/ceph.conf"),
+            id: "xcp".to_owned(),
+            keyring: Some(PathBuf::from("/etc/ceph/k")),
+            mon_host: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn prefix_carries_identity_and_client_time_limits() {
+        let p = conn().prefix();
+        assert_eq!(&p[..6], ["--conf", "/etc/ceph/ceph.conf", "--id", "xcp", "--keyring", "/etc/ceph/k"]);
+        assert!(p.windows(2).any(|w| w == ["--rados-osd-op-timeout", "29"]), "{p:?}");
+        assert!(p.windows(2).any(|w| w == ["--client-mount-timeout", "29"]), "{p:?}");
+    }
+}

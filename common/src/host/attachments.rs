@@ -1,0 +1,116 @@
+//! What this host holds of each volume: one JSON file per volume,
+//! `<run dir>/dp/<volume>.json`, read and written only under that volume's lock
+//! (`<volume>.lock`). The datapath operations keep it; their reaper repairs it after a
+//! crash.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::lock::lock_file;
+use super::Host;
+use crate::error::OpError;
+
+/// How a volume reaches this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Kernel RBD.
+    Krbd,
+    /// qemu-storage-daemon.
+    Qsd,
+}
+
+/// The activation of a volume on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Active {
+    /// The domain that activated it.
+    pub domain: String,
+    /// Read-only (snapshot or `activate_readonly`).
+    pub read_only: bool,
+}
+
+/// What this host holds of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The URI of the first attach.
+    pub uri: String,
+    /// The mode.
+    pub mode: Mode,
+    /// The domains holding an attach (the reference count).
+    #[serde(default)]
+    pub domains: BTreeSet<String>,
+    /// Kernel mode: the device, once mapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Kernel mode: set while a map is under way (a crash in between leaves it for the
+    /// reaper to find).
+    #[serde(default)]
+    pub mapping: bool,
+    /// The activation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<Active>,
+}
+
+impl Attachment {
+    /// True when the host holds nothing of the volume any more.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty() && self.device.is_none() && !self.mapping && self.active.is_none()
+    }
+}
+
+fn local(path: &Path) -> impl Fn(std::io::Error) -> OpError + '_ {
+    move |source| OpError::LocalState { path: path.display().to_string(), source }
+}
+
+/// One volume's state file, locked for as long as this value lives.
+#[derive(Debug)]
+pub struct Held {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Held {
+    /// Takes volume `volume`'s lock on `host`, waiting at most `limit`.
+    pub fn open(host: &Host, volume: Uuid, limit: Duration) -> Result<Held, OpError> {
+        let dir = host.datapath_dir();
+        let lock = lock_file(&dir.join(format!("{volume}.lock")), limit, &format!("volume {volume}"))?;
+        Ok(Held { path: dir.join(format!("{volume}.json")), _lock: lock })
+    }
+
+    /// The state, if the host holds anything of the volume.
+    pub fn load(&self) -> Option<Attachment> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes the state (atomically), or removes it when nothing is held any more.
+    pub fn save(&self, state: &Attachment) -> Result<(), OpError> {
+        if state.is_empty() {
+            return match fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(local(&self.path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec(state).expect("state serializes")).map_err(local(&tmp))?;
+        fs::rename(&tmp, &self.path).map_err(local(&self.path))
+    }
+}
+
+/// Every volume this host has state, a lock or daemon files for.
+pub fn volumes(host: &Host) -> BTreeSet<Uuid> {
+    let Ok(entries) = fs::read_dir(host.datapath_dir()) else { return BTreeSet::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.split_once('.').map_or(name.as_str(), |(id, _)| id).to_owned();
+            Uuid::try_parse(&id).ok()
+        })
+        .collect()
+}
