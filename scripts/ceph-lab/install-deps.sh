@@ -5,7 +5,7 @@
 # driver loads and the rust components exist, it only verifies and exits
 # (well under a second). Progress goes to stderr; stdout stays empty.
 #
-# qemu (see /work/shared/spec/ceph-lab.md §1, "a version trap"):
+# qemu (see docs/ceph-lab.md, "The qemu rbd-module version trap"):
 #   * qemu-utils from <codename>-backports installed (1:10.x, "~bpo" version):
 #     download the qemu-block-extra of EXACTLY that version from backports with
 #     a private apt config in a scratch dir (/etc/apt is never touched) and

@@ -1,6 +1,7 @@
 //! JSON Schemas (draft 2020-12) for the xapi-storage v5 interfaces Plugin, SR, Volume,
 //! Datapath and Data, transcribed from the IDL (`ocaml/xapi-storage/generator/lib` in
-//! xapi-project/xen-api; see `idl-v5.txt` for the method list and provenance).
+//! xapi-project/xen-api). The method list, parameters, result types and provenance are in
+//! the repository's `docs/idl-v5.md`; `tests/coverage.rs` checks these files against it.
 //!
 //! Layout:
 //! - `schemas/types.json` holds one `$defs` entry per IDL type (`volume`, `sr_stat`, `int64`, …).
@@ -17,9 +18,6 @@ include!(concat!(env!("OUT_DIR"), "/files.rs"));
 
 /// The file name holding the shared type definitions.
 pub const TYPES_FILE: &str = "types.json";
-
-/// The transcription of the IDL's method list (`<Interface>.<method> <param>…` per line).
-pub const IDL_METHODS: &str = include_str!("../idl-v5.txt");
 
 /// The contents of one schema file, by file name (`"SR.create.json"`, `"types.json"`).
 pub fn file(name: &str) -> Option<&'static str> {
