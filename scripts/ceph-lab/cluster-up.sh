@@ -2,7 +2,8 @@
 # cluster-up.sh [DIR] - single-node Ceph (mon + mgr + 1 OSD) on 127.0.0.1, cephx on,
 # everything (conf, keys, data, logs, pid files) inside DIR.
 #
-# DIR defaults to ${CEPHRBD_LAB_DIR:-/tmp/cephrbd-lab}. Recipe: /work/shared/spec/ceph-lab.md §2.
+# DIR defaults to ${CEPHRBD_LAB_DIR:-/tmp/cephrbd-lab}. Recipe and the reasons behind each
+# setting: docs/ceph-lab.md ("Bring-up", "Why each setting").
 #
 # stdout: ONLY the absolute path of DIR/ceph.conf (on success). Progress/errors: stderr.
 # DIR/env: CEPH_CONF, CEPH_KEYRING, CEPH_USER, CEPH_MON_HOST, CEPH_POOL, CEPH_LAB_DIR
@@ -28,6 +29,12 @@
 #   CEPH_LAB_PG_NUM=8                  PGs per pool
 #   CEPH_LAB_FRESH=1                   always wipe and rebuild
 #   CEPH_LAB_CMD_TIMEOUT=30            time limit (s) for each ceph command
+#   CEPH_LAB_CLIENT_KEY_TYPE=aes       cephx key type of client.admin on a Ceph that knows
+#                                      aes256k (19.2.6+, 20.2.4+): aes (default) also allows
+#                                      aes keys, as an upgraded cluster does, so clients up
+#                                      to 18.2 connect; aes256k keeps a fresh cluster's
+#                                      default (aes256k only). Daemon keys are aes256k there.
+#                                      An older Ceph has only aes.
 set -Eeuo pipefail
 
 LAB_PROG=cluster-up
@@ -56,9 +63,11 @@ OSD_BYTES=${CEPH_LAB_OSD_BYTES:-8589934592}
 PG_NUM=${CEPH_LAB_PG_NUM:-8}
 FRESH=${CEPH_LAB_FRESH:-0}
 T=${CEPH_LAB_CMD_TIMEOUT:-30}
+CLIENT_KEY_TYPE=${CEPH_LAB_CLIENT_KEY_TYPE:-aes}
 
 case "$STORE" in memstore | bluestore) ;; *) lab_die "CEPH_LAB_STORE must be memstore or bluestore" ;; esac
 case "$MGR" in 0 | 1) ;; *) lab_die "CEPH_LAB_MGR must be 0 or 1" ;; esac
+case "$CLIENT_KEY_TYPE" in aes | aes256k) ;; *) lab_die "CEPH_LAB_CLIENT_KEY_TYPE must be aes or aes256k" ;; esac
 for n in "$V2_PORT" "$V1_PORT" "$OSD_BYTES" "$PG_NUM" "$T"; do
     [[ "$n" =~ ^[0-9]+$ ]] || lab_die "not a number: $n"
 done
@@ -80,8 +89,18 @@ else
     MON_HOST="[v2:127.0.0.1:$V2_PORT,v1:127.0.0.1:$V1_PORT]"
     MSGR1=true
 fi
+# Ceph 19.2.6 and 20.2.4 (CVE-2025-30156) add the cephx key type aes256k, and the monmap
+# of a fresh cluster then allows no other: a key of type aes (all that clients up to 18.2
+# and the kernel know) is refused with "permission denied". Such a Ceph's monmaptool
+# takes --auth-allowed-ciphers; an older one has aes keys only.
+AES256K=0
+case "$(monmaptool --help 2>&1 || true)" in *--auth-allowed-ciphers*) AES256K=1 ;; esac
+if [ "$AES256K" = 0 ] && [ "$CLIENT_KEY_TYPE" != aes ]; then
+    lab_die "CEPH_LAB_CLIENT_KEY_TYPE=$CLIENT_KEY_TYPE: this Ceph knows only aes keys"
+fi
 # Settings that need a rebuild when they change (extra pools are just added).
 PARAMS="store=$STORE mgr=$MGR pool=$POOL v2=$V2_PORT v1=$V1_PORT osd_bytes=$OSD_BYTES pg=$PG_NUM"
+[ "$AES256K" = 0 ] || PARAMS="$PARAMS client_key=$CLIENT_KEY_TYPE"
 
 # Every ceph/rbd call is time-limited; the script passes the keyring explicitly.
 CT=$((T < 15 ? T : 15))
@@ -314,18 +333,24 @@ EOF
 
 # keys: mon., client.admin, mgr.x, osd.0; the mon's initial keyring holds all four, and
 # ceph-mon --mkfs imports every entity in it into the auth database (no `ceph auth add`).
-# A cephx secret is base64(u16 type=1 AES | u32 sec | u32 nsec | u16 len=16 | 16 random
-# bytes), exactly what `ceph-authtool --gen-key` writes; generated here to save 8 execs.
+# A cephx secret is base64(u16 type | u32 sec | u32 nsec | u16 len | len random bytes),
+# exactly what `ceph-authtool --gen-key` writes; generated here to save 8 execs. Type 1 is
+# aes (16 bytes), type 2 aes256k (32 bytes).
 le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }
 gen_key() {
+    local type=1 len=16
+    [ "$1" = aes256k ] && type=2 len=32
     # shellcheck disable=SC2059 # the format is built from \x escapes on purpose
-    { printf "\\x01\\x00$(le32 "$(date +%s)")\\x00\\x00\\x00\\x00\\x10\\x00"; head -c 16 /dev/urandom; } | base64 -w0
+    { printf "\\x0$type\\x00$(le32 "$(date +%s)")\\x00\\x00\\x00\\x00$(printf '\\x%02x' "$len")\\x00"; head -c "$len" /dev/urandom; } |
+        base64 -w0
 }
-# keyring_entry NAME SUBSYS CAP [SUBSYS CAP]...
+SERVICE_KEY_TYPE=aes
+[ "$AES256K" = 0 ] || SERVICE_KEY_TYPE=aes256k
+# keyring_entry NAME KEYTYPE SUBSYS CAP [SUBSYS CAP]...
 keyring_entry() {
-    local name=$1
-    shift
-    printf '[%s]\n\tkey = %s\n' "$name" "$(gen_key)"
+    local name=$1 type=$2
+    shift 2
+    printf '[%s]\n\tkey = %s\n' "$name" "$(gen_key "$type")"
     while [ "$#" -ge 2 ]; do
         printf '\tcaps %s = "%s"\n' "$1" "$2"
         shift 2
@@ -334,16 +359,21 @@ keyring_entry() {
 MONKR=$DIR/mon.keyring.init
 (
     umask 077
-    keyring_entry client.admin mds 'allow *' mgr 'allow *' mon 'allow *' osd 'allow *' >"$KEYRING"
-    keyring_entry mgr.x mds 'allow *' mon 'allow profile mgr' osd 'allow *' >"$DIR/mgr/ceph-x/keyring"
-    keyring_entry osd.0 mgr 'allow profile osd' mon 'allow profile osd' osd 'allow *' >"$DIR/osd/ceph-0/keyring"
-    { keyring_entry mon. mon 'allow *'; cat "$KEYRING" "$DIR/mgr/ceph-x/keyring" "$DIR/osd/ceph-0/keyring"; } >"$MONKR"
+    keyring_entry client.admin "$CLIENT_KEY_TYPE" mds 'allow *' mgr 'allow *' mon 'allow *' osd 'allow *' >"$KEYRING"
+    keyring_entry mgr.x "$SERVICE_KEY_TYPE" mds 'allow *' mon 'allow profile mgr' osd 'allow *' >"$DIR/mgr/ceph-x/keyring"
+    keyring_entry osd.0 "$SERVICE_KEY_TYPE" mgr 'allow profile osd' mon 'allow profile osd' osd 'allow *' \
+        >"$DIR/osd/ceph-0/keyring"
+    { keyring_entry mon. "$SERVICE_KEY_TYPE" mon 'allow *'; cat "$KEYRING" "$DIR/mgr/ceph-x/keyring" "$DIR/osd/ceph-0/keyring"; } >"$MONKR"
 )
 chmod 600 "$KEYRING"
 lim ceph-authtool "$MONKR" --list >/dev/null 2>&1 || lab_die "generated keyring $MONKR does not parse"
 
 # mon
-lim monmaptool --create --addv a "$MON_HOST" --fsid "$FSID" "$DIR/monmap" 2>>"$DIR/log/mon.a.out"
+# With an aes client key, allow aes beside aes256k (what `ceph mon set auth_allowed_ciphers
+# aes,aes256k` does on a running cluster).
+CIPHERS=()
+[ "$AES256K" = 1 ] && [ "$CLIENT_KEY_TYPE" = aes ] && CIPHERS=(--auth-allowed-ciphers "aes,aes256k")
+lim monmaptool --create --addv a "$MON_HOST" --fsid "$FSID" "${CIPHERS[@]}" "$DIR/monmap" 2>>"$DIR/log/mon.a.out"
 lim ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$MONKR" </dev/null
 lab_log "starting mon.a ($(elapsed_ms) ms)"
 spawn mon.a ceph-mon -f -c "$CONF" -i a

@@ -4,16 +4,20 @@
 //! [`Plugin`] lays out a plugin directory of symlinks named after the methods (as the RPM
 //! does), then for each call runs `[<dir>/<Method>, "--json"]` with the arguments as one
 //! compact JSON object on stdin (no trailing newline), closes stdin, and parses stdout as
-//! exactly one JSON value (smapiv3.md §1.3). The environment is cleared down to a minimal
+//! exactly one JSON value (docs/smapiv3.md §3). The environment is cleared down to a minimal
 //! `PATH`, as a daemon's would be, so the plugins cannot depend on the caller's `PATH`.
 //! Every successful result is validated against the method's result schema and every
 //! failure against the error-object shape; a mismatch fails the test.
 //!
 //! [`Lab`] reads the `env` file written by `scripts/ceph-lab/cluster-up.sh`.
+//!
+//! [`Chroot`] runs the plugins (see [`Plugin::inside`]) or any program inside a Debian
+//! chroot of another Ceph release (`scripts/compat-lab/`).
 
 pub mod xapi;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -133,6 +137,9 @@ pub struct Plugin {
     env: Vec<(String, String)>,
     /// Made by the harness (removed on drop), not an installed directory.
     owned: bool,
+    /// Program and arguments each call runs through (a chroot, see [`Plugin::inside`]);
+    /// empty: the method file is run directly.
+    prefix: Vec<OsString>,
 }
 
 impl Plugin {
@@ -147,7 +154,7 @@ impl Plugin {
         for method in &methods {
             symlink(&binary, dir.join(method)).expect("symlink");
         }
-        Plugin { dir, methods, env: Vec::new(), owned: true }
+        Plugin { dir, methods, env: Vec::new(), owned: true, prefix: Vec::new() }
     }
 
     /// An installed plugin directory (e.g. unpacked from the RPM), used as it is.
@@ -158,7 +165,7 @@ impl Plugin {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         methods.sort();
-        Plugin { dir: dir.to_path_buf(), methods, env: Vec::new(), owned: false }
+        Plugin { dir: dir.to_path_buf(), methods, env: Vec::new(), owned: false, prefix: Vec::new() }
     }
 
     /// Adds an environment variable for every call (e.g. a private state directory).
@@ -192,7 +199,14 @@ impl Plugin {
     /// Runs `<dir>/<file>` with `extra_args` and raw `stdin`; checks nothing.
     pub fn call_raw(&self, file: &str, extra_args: &[&str], stdin: &[u8]) -> Outcome {
         let started = Instant::now();
-        let mut command = Command::new(self.dir.join(file));
+        let mut command = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(self.dir.join(file));
+                c
+            }
+            None => Command::new(self.dir.join(file)),
+        };
         command.args(extra_args).env_clear().envs(DAEMON_ENV.iter().copied());
         for key in PASSED_THROUGH {
             if let Some(value) = std::env::var_os(key) {
@@ -502,6 +516,13 @@ impl TestSr {
         serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).expect("json")
     }
 
+    /// Waits (a minute at most) for the background purge destroys start to empty the SR's
+    /// trash, and fails the test if it does not.
+    pub fn assert_trash_purged(&self) {
+        let purged = wait_until(Duration::from_secs(60), || self.trash().is_empty());
+        assert!(purged, "the trash of {} was not purged: {:?}", self.namespace, self.trash());
+    }
+
     /// Every volume (`SR.ls`).
     pub fn ls(&self) -> Vec<Value> {
         self.call("SR.ls", json!({})).ok().as_array().expect("array").clone()
@@ -611,5 +632,161 @@ impl Drop for PrivateLab {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph-lab/cluster-down.sh");
         let _ = Command::new(script).arg(&self.lab.dir).stdin(Stdio::null()).output();
         let _ = std::fs::remove_file(self.lab.dir.with_extension("lock"));
+    }
+}
+
+/// Where plugin processes run: inside a Debian chroot made by
+/// `scripts/compat-lab/chroot.sh` (another generation of the Ceph client: `bullseye` has
+/// Nautilus 14.2, the one XCP-ng's dom0 runs), or on the host itself ([`Chroot::host`]).
+///
+/// A call inside a chroot goes through `scripts/compat-lab/run.sh`: a private mount
+/// namespace with /proc, /dev, /sys and the named host directories bind-mounted at the
+/// same paths, the host's network (so the test clusters on 127.0.0.1 answer), and the
+/// chroot's own `rbd` and `ceph` on `PATH`.
+#[derive(Debug, Clone)]
+pub struct Chroot {
+    /// The suite (`bullseye`, `trixie`, `forky`), or `host`.
+    pub suite: String,
+    /// Its root directory (`/` for the host).
+    pub root: PathBuf,
+}
+
+impl Chroot {
+    /// The chroot of `suite` (in `$CEPHRBD_CHROOT_CACHE`, default
+    /// `/var/cache/cephrbd/chroots`). Panics with the command that builds it when it is
+    /// missing or incomplete: the tests that need it never skip.
+    pub fn get(suite: &str) -> Chroot {
+        let cache = std::env::var_os("CEPHRBD_CHROOT_CACHE")
+            .map_or_else(|| PathBuf::from("/var/cache/cephrbd/chroots"), PathBuf::from);
+        let root = cache.join(suite);
+        let marker = root.join(".cephrbd-chroot");
+        assert!(
+            marker.is_file(),
+            "no complete {suite} chroot ({} is missing): build it with `scripts/compat-lab/chroot.sh {suite}` \
+             (scripts/test does)",
+            marker.display()
+        );
+        Chroot { suite: suite.to_owned(), root }
+    }
+
+    /// No chroot: programs run on the host, with the host's Ceph client.
+    pub fn host() -> Chroot {
+        Chroot { suite: "host".to_owned(), root: PathBuf::from("/") }
+    }
+
+    /// Whether this is the host itself.
+    pub fn is_host(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    /// The program and arguments that run a command inside the chroot with `binds`
+    /// mounted (`run.sh --bind DIR… ROOT --`); empty for the host.
+    pub fn prefix(&self, binds: &[&Path]) -> Vec<OsString> {
+        if self.is_host() {
+            return Vec::new();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/compat-lab/run.sh");
+        let mut prefix = vec![script.into_os_string()];
+        for dir in binds {
+            prefix.push("--bind".into());
+            prefix.push(dir.as_os_str().to_owned());
+        }
+        prefix.push(self.root.as_os_str().to_owned());
+        prefix.push("--".into());
+        prefix
+    }
+
+    /// A command running `program` inside the chroot, with `binds` mounted.
+    pub fn command(&self, program: &Path, binds: &[&Path]) -> Command {
+        match self.prefix(binds).split_first() {
+            Some((run, args)) => {
+                let mut c = Command::new(run);
+                c.args(args).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// What `rbd --version` says in this chroot (`ceph version 14.2.21 (…) nautilus (stable)`).
+    pub fn ceph_version(&self) -> String {
+        let out = self.command(Path::new("rbd"), &[]).arg("--version").output().expect("run rbd --version");
+        assert!(out.status.success(), "rbd --version in {}: {}", self.suite, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs the legacy driver `CephRBDSR` of [`compat_bin_dir`] inside the chroot as
+    /// [`xapi::run_driver`] runs it on the host (one `methodCall` in `argv[1]`, no stdin, the
+    /// driver's `PATH`), with the XenAPI socket's directory, `run_dir` and `binds` mounted.
+    pub fn run_driver(&self, document: &str, xapi_socket: &Path, run_dir: &Path, binds: &[&Path]) -> xapi::Run {
+        let bins = compat_bin_dir();
+        let driver = bins.join("CephRBDSR");
+        assert!(driver.is_file(), "{} is missing: run scripts/build-rpm (scripts/test does)", driver.display());
+        std::fs::create_dir_all(run_dir).expect("create the driver's run dir");
+        let socket_dir = xapi_socket.parent().expect("socket directory");
+        let mut all = vec![bins.as_path(), socket_dir, run_dir];
+        all.extend_from_slice(binds);
+        let out = self
+            .command(&driver, &all)
+            .arg(document)
+            .env_clear()
+            .env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin")
+            .env("CEPHRBD_XAPI_SOCKET", xapi_socket)
+            .env("CEPHRBD_RUN_DIR", run_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run CephRBDSR");
+        xapi::Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The directory of the binaries built for glibc 2.17 (what the RPM ships, and what runs
+/// in every chroot): `$CEPHRBD_COMPAT_BIN_DIR`, or `<target>/x86_64-unknown-linux-gnu/release`
+/// where `scripts/build-rpm` leaves them.
+pub fn compat_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CEPHRBD_COMPAT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // The test binary is <target>/<profile>/deps/<name>.
+    let target = exe.ancestors().nth(3).expect("<target>/<profile>/deps/<test>");
+    target.join("x86_64-unknown-linux-gnu").join("release")
+}
+
+impl Plugin {
+    /// Like [`Plugin::new`], with the executables of `bins` (e.g. [`compat_bin_dir`]).
+    pub fn of(kind: Kind, bins: &Path) -> Self {
+        let binary = bins.join(kind.binary());
+        assert!(binary.is_file(), "{} is missing: run scripts/build-rpm (scripts/test does)", binary.display());
+        let listing = Command::new(&binary).arg("--list").output().expect("run --list");
+        assert!(listing.status.success(), "--list failed");
+        let methods: Vec<String> =
+            String::from_utf8(listing.stdout).expect("utf8").lines().map(str::to_owned).collect();
+        let dir = scratch_dir(kind.binary());
+        for method in &methods {
+            symlink(&binary, dir.join(method)).expect("symlink");
+        }
+        Plugin { dir, methods, env: Vec::new(), owned: true, prefix: Vec::new() }
+    }
+
+    /// Runs every call inside `chroot` (nothing changes for [`Chroot::host`]), with the
+    /// plugin directory, the directory of its executables and `binds` (e.g. the lab
+    /// directory holding ceph.conf and the keyring) mounted. The plugins' lock directory
+    /// (`CEPHRBD_RUN_DIR`) moves into the plugin directory, so the chroot stays untouched.
+    pub fn inside(mut self, chroot: &Chroot, binds: &[&Path]) -> Self {
+        let first = self.methods.first().expect("a method");
+        let target = std::fs::read_link(self.dir.join(first)).expect("method symlink");
+        let bins = target.parent().expect("binary directory").to_path_buf();
+        let run = self.dir.join(".run");
+        std::fs::create_dir_all(&run).expect("create run dir");
+        let mut all = vec![self.dir.as_path(), bins.as_path()];
+        all.extend_from_slice(binds);
+        self.prefix = chroot.prefix(&all);
+        let run = run.display().to_string();
+        self.with_env("CEPHRBD_RUN_DIR", run)
     }
 }
