@@ -1,8 +1,9 @@
 //! device-config: the keys an administrator writes in `xe sr-create device-config:…`.
 //!
-//! The same keys serve both front ends (DESIGN.md "Identity and configuration"). Parsing is
-//! strict: an unknown key is an error that names it and lists the valid ones, because a
-//! typo (`device-config:keyrign=…`) silently ignored would connect with the wrong identity.
+//! The same keys serve both front ends (docs/smapiv1.md and docs/smapiv3.md show where each
+//! receives them). Parsing is strict: an unknown key is an error that names it and lists
+//! the valid ones, because a typo (`device-config:keyrign=…`) silently ignored would
+//! connect with the wrong identity.
 //! Values are checked here, before any Ceph call.
 
 use std::collections::BTreeMap;
@@ -187,7 +188,7 @@ fn valid_keys() -> String {
 
 /// Pool, namespace and user names end up as `rbd` arguments and in image specs: refuse
 /// anything that could be read as an option or split a spec.
-fn check_name(key: &'static str, value: &str) -> Result<(), RequestError> {
+pub fn check_name(key: &'static str, value: &str) -> Result<(), RequestError> {
     let bad = |reason: &str| RequestError::BadConfigValue { key, value: value.to_owned(), reason: reason.to_owned() };
     if value.is_empty() {
         return Err(bad("must not be empty"));

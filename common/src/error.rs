@@ -95,6 +95,16 @@ pub enum RequestError {
         /// Why it is refused.
         reason: String,
     },
+    /// A text field longer than cephrbd stores.
+    #[error("{field} is {length} bytes long; at most {limit} are accepted")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A device-config value that cannot be used.
     #[error("device-config key `{key}` has an invalid value {value:?}: {reason}")]
     BadConfigValue {
@@ -135,6 +145,23 @@ pub enum OpError {
         /// The namespace.
         namespace: String,
     },
+    /// Records of ours in the SR's header cannot be read (damaged, or written by something
+    /// else). Nothing is dropped or repaired automatically: `volume --check` reports them.
+    #[error("unreadable records in the SR (run `volume --check` on its SR string): {what}")]
+    Unreadable {
+        /// Each unreadable record and why.
+        what: String,
+    },
+    /// The SR was written by a newer cephrbd whose layout this version does not know.
+    #[error(
+        "the SR has layout version {found}; this cephrbd understands up to {supported}: upgrade cephrbd on this host"
+    )]
+    LayoutTooNew {
+        /// The SR's layout.
+        found: u32,
+        /// The newest layout this version knows.
+        supported: u32,
+    },
     /// The pool named in device-config does not exist (cephrbd never creates pools).
     #[error("pool `{pool}` does not exist; existing pools: {existing}")]
     PoolNotFound {
@@ -152,6 +179,12 @@ pub enum OpError {
         namespace: String,
         /// What is there.
         reason: String,
+    },
+    /// Volume.destroy of a volume that is open (a VM uses it, or a host still has it mapped).
+    #[error("volume {key} is in use (open on a host): detach it first")]
+    InUse {
+        /// The key.
+        key: String,
     },
     /// SR.destroy of an SR that still has volumes.
     #[error("the SR still has {count} volume(s); destroy them first")]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tracing::{error, info, info_span, warn};
 
 use common::config::{self, DeviceConfig};
+use common::host::lock::lock_file;
 use common::host::Host;
 use common::layout::names::parse_uuid;
 use common::layout::uri::{SrUri, VolumeUri};
@@ -52,8 +53,9 @@ pub const CAPABILITIES: &[&str] = &[
     "VDI_UPDATE",
     "VDI_INTRODUCE",
     "THIN_PROVISIONING",
-    // Not LARGE_VDI: without object-map (which XCP-ng's kernel cannot map) `rbd rm` of a
-    // multi-TiB image walks every object and outlasts the time limit (4 TiB: > 30 s).
+    // VDIs over 2 TiB: destroy moves the image to the RBD trash in constant time and the
+    // trash is purged in the background, so a destroy of any size fits the time limit.
+    "LARGE_VDI",
 ];
 
 /// The fields of the request struct this driver reads (the rest are ignored).
@@ -156,6 +158,7 @@ impl Request {
 
 /// Serves one invocation: returns the `methodResponse` document to print.
 pub fn run(argv: &[OsString]) -> String {
+    common::process::deadline::start();
     let request = match Request::parse(argv) {
         Ok(r) => r,
         Err(f) => {
@@ -174,7 +177,40 @@ pub fn run(argv: &[OsString]) -> String {
     }
 }
 
+/// The commands the SM drivers run under their SR lock (LVHDSR's `OPS_EXCLUSIVE` in
+/// xcp-ng/sm): on one host, none of them runs while another does, so an `sr_scan` cannot
+/// interleave with a `vdi_create` or `vdi_delete` and forget or resurrect a VDI.
+pub const OPS_EXCLUSIVE: &[&str] = &[
+    "sr_create",
+    "sr_delete",
+    "sr_attach",
+    "sr_detach",
+    "sr_scan",
+    "sr_update",
+    "vdi_create",
+    "vdi_delete",
+    "vdi_resize",
+    "vdi_snapshot",
+    "vdi_clone",
+];
+
+/// Holds this host's legacy lock of the request's SR for an exclusive command (a lock file
+/// of its own: the operations take the SR's own lock inside).
+fn exclusive(req: &Request) -> Result<Option<std::fs::File>, Fault> {
+    if !OPS_EXCLUSIVE.contains(&req.command.as_str()) {
+        return Ok(None);
+    }
+    let Some(sr_uuid) = req.sr_uuid.as_deref().filter(|u| uuid::Uuid::try_parse(u).is_ok()) else {
+        return Ok(None);
+    };
+    let timeout = DeviceConfig::parse(&req.config()?).map(|c| c.timeout).unwrap_or(config::DEFAULT_TIMEOUT);
+    let path = Host::from_env().run_dir.join(format!("legacy-{sr_uuid}.lock"));
+    let lock = lock_file(&path, timeout, &format!("SR {sr_uuid}")).map_err(|e| Fault::of(16, &e))?;
+    Ok(Some(lock))
+}
+
 fn dispatch(req: &Request) -> Result<Value, Fault> {
+    let _exclusive = exclusive(req)?;
     match req.command.as_str() {
         "sr_get_driver_info" => Ok(driver_info()),
         "sr_probe" => sr_probe(req),
@@ -185,7 +221,7 @@ fn dispatch(req: &Request) -> Result<Value, Fault> {
         }
         "sr_detach" | "vdi_update" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
         "sr_delete" => {
-            sr::destroy(&req.sr()?).map_err(|e| Fault::of(202, &e))?;
+            sr::destroy(&Host::from_env(), &req.sr()?).map_err(|e| Fault::of(202, &e))?;
             Ok(Value::Nil)
         }
         "sr_scan" => sr_scan(req),
@@ -294,7 +330,7 @@ fn sr_create(req: &Request) -> Result<Value, Fault> {
     };
     let (name, description) = (text("SR.get_name_label"), text("SR.get_name_description"));
     let uuid = parse_uuid("sr_uuid", sr_uuid).map_err(|e| Fault::of(143, &e.into()))?;
-    sr::create(&req.device_config, uuid, &name, &description).map_err(|e| Fault::of(202, &e))?;
+    sr::create(&Host::from_env(), &req.device_config, uuid, &name, &description).map_err(|e| Fault::of(202, &e))?;
     Ok(Value::Nil)
 }
 
@@ -310,7 +346,7 @@ fn introduce(
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
     let mut sm_config = Vec::new();
     if sr.schemes.first().is_some_and(|s| s == "cephrbd+krbd") {
-        // A raw /dev/rbdN is served by blkback, not tapdisk (smapiv1-exec-driver.md §3.2).
+        // A raw /dev/rbdN is served by blkback, not tapdisk (docs/smapiv1.md §5).
         sm_config.push(("backend-kind".to_owned(), Value::str("vbd")));
     }
     let args = vec![
@@ -351,8 +387,9 @@ fn vdi_create(req: &Request) -> Result<Value, Fault> {
     let vdi_type = req.vdi_type.clone().unwrap_or_else(|| "user".to_owned());
     let sharable = matches!(vdi_type.as_str(), "ha_statefile" | "redo_log");
     let description = req.args.get(2).cloned().unwrap_or_default();
-    let v = volume::create(&sr, req.arg(1)?, &description, size, sharable).map_err(|e| Fault::of(78, &e))?;
-    volume::set(&sr, &v.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(78, &e))?;
+    let v = volume::create(&Host::from_env(), &sr, req.arg(1)?, &description, size, sharable)
+        .map_err(|e| Fault::of(78, &e))?;
+    volume::set(&Host::from_env(), &sr, &v.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(78, &e))?;
     introduce(req, &session, &v, &v.key, &vdi_type, &sr)
 }
 
@@ -380,12 +417,15 @@ fn vdi_copy(req: &Request) -> Result<Value, Fault> {
     let sr = req.sr()?;
     let session = req.session(sr.conn.timeout)?;
     let key = req.need(&req.vdi_location, "vdi_location")?.to_owned();
-    let (new, code) =
-        if req.command == "vdi_snapshot" { (volume::snapshot(&sr, &key), 82) } else { (volume::clone(&sr, &key), 81) };
+    let (new, code) = if req.command == "vdi_snapshot" {
+        (volume::snapshot(&Host::from_env(), &sr, &key), 82)
+    } else {
+        (volume::clone(&Host::from_env(), &sr, &key), 81)
+    };
     let new = new.map_err(|e| Fault::of(code, &e))?;
     let source = volume::stat(&sr, &key).map_err(|e| Fault::of(code, &e))?;
     let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
-    volume::set(&sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
+    volume::set(&Host::from_env(), &sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
     introduce(req, &session, &new, &new.key, &vdi_type, &sr)
 }
 
@@ -395,7 +435,7 @@ fn vdi_resize(req: &Request) -> Result<Value, Fault> {
     let key = req.need(&req.vdi_location, "vdi_location")?.to_owned();
     let new_size: i64 =
         req.arg(0)?.parse().map_err(|_| Fault::new(79, format!("size {:?} is not a number", req.args[0])))?;
-    volume::resize(&sr, &key, new_size).map_err(|e| Fault::of(110, &e))?;
+    volume::resize(&Host::from_env(), &sr, &key, new_size).map_err(|e| Fault::of(110, &e))?;
     let v = volume::stat(&sr, &key).map_err(|e| Fault::of(110, &e))?;
     let vdi_ref = req.need(&req.vdi_ref, "vdi_ref")?;
     session
@@ -497,11 +537,16 @@ fn sr_scan(req: &Request) -> Result<Value, Fault> {
             }
         }
     }
-    for (vdi_ref, rec) in &known {
-        if !volumes.iter().any(|v| v.key == location(rec)) {
-            warn!(vdi = %vdi_ref, location = %location(rec), "VDI gone from Ceph: forgetting it");
-            session.call("VDI.db_forget", vec![Value::str(vdi_ref.clone())]).map_err(|e| Fault::xenapi(&e))?;
+    let gone: Vec<&(String, &Value)> =
+        known.iter().filter(|(_, rec)| !volumes.iter().any(|v| v.key == location(rec))).collect();
+    // Never forget a VDI on one reading: look again, now, at each one that seems gone.
+    let again = if gone.is_empty() { Vec::new() } else { sr::ls(&sr).map_err(|e| Fault::of(40, &e))? };
+    for (vdi_ref, rec) in gone {
+        if again.iter().any(|v| v.key == location(rec)) {
+            continue;
         }
+        warn!(vdi = %vdi_ref, location = %location(rec), "VDI gone from Ceph: forgetting it");
+        session.call("VDI.db_forget", vec![Value::str(vdi_ref.clone())]).map_err(|e| Fault::xenapi(&e))?;
     }
     update_sr_sizes(req, &sr, &session, Some(&volumes))?;
     Ok(Value::Nil)

@@ -78,15 +78,20 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
             | RequestError::Invalid { .. }
             | RequestError::UnknownMethod { .. }
             | RequestError::CommandLine { .. }
-            | RequestError::BadUri { .. } => 143,
+            | RequestError::BadUri { .. }
+            | RequestError::TooLong { .. } => 143,
         },
         OpError::Shrink { .. } => 79,
         OpError::VolumeDoesNotExist { .. } => 144,
         OpError::SrNotEmpty { .. } => 39,
-        OpError::SrDoesNotExist { .. } | OpError::PoolNotFound { .. } => 47,
+        OpError::InUse { .. } => 24,
+        OpError::SrDoesNotExist { .. }
+        | OpError::PoolNotFound { .. }
+        | OpError::Unreadable { .. }
+        | OpError::LayoutTooNew { .. } => 47,
         OpError::NamespaceInUse { .. } => 16,
         OpError::Ceph(c) => match c.kind() {
-            Kind::Unreachable | Kind::PermissionDenied => 47,
+            Kind::Unreachable | Kind::TimedOut | Kind::PermissionDenied => 47,
             Kind::Busy => 24,
             Kind::NoSpace => 44,
             Kind::NotFound | Kind::AlreadyExists | Kind::HasSnapshots | Kind::Invalid | Kind::Other => command_code,

@@ -7,6 +7,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The background purge a vdi_delete starts (see common::ops::reclaim::purge_later).
+    if std::env::args().nth(1).as_deref() == Some("--purge") {
+        return common::ops::reclaim::purge_main(std::env::args().skip(2));
+    }
     common::process::log::init("CephRBDSR");
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let document = legacy::driver::run(&argv);

@@ -1,7 +1,8 @@
-//! Stand-ins for xapi on the legacy (SMAPIv1) path, as DESIGN.md allows:
+//! Stand-ins for xapi on the legacy (SMAPIv1) path, the only kind the project allows
+//! (xapi itself cannot run here):
 //!
 //! - [`Requests`] writes the `methodCall` documents exactly as xapi's `sm_exec.ml` does
-//!   (smapiv1-wire.md §2, §5): untyped strings, `<value/>` for the empty string, the fixed
+//!   (docs/smapiv1.md §3): untyped strings, `<value/>` for the empty string, the fixed
 //!   key order, `SRmaster` first in device_config;
 //! - [`XenApiServer`] is a XenAPI XML-RPC server on a unix socket that checks the session
 //!   ref, the argument count and types of each call (int64 as strings, bools, maps,

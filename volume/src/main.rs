@@ -14,7 +14,7 @@ use common::error::RequestError;
 use common::host::Host;
 use common::layout::names::parse_uuid;
 use common::layout::uri::SrUri;
-use common::ops::{sr, volume};
+use common::ops::{reclaim, sr, volume};
 use common::smapi::exec::{self, reply, typed, Executable, Operation};
 use common::smapi::wire::{ProbeResult, SrStat, Volume};
 use common::OpError;
@@ -56,6 +56,8 @@ fn main() -> ExitCode {
         Some("--doctor") => doctor::main(std::env::args().skip(2)),
         // The consistency check of one SR: `volume --check <sr string> [--repair]`.
         Some("--check") => check::main(std::env::args().skip(2)),
+        // The background purge a destroy starts (see common::ops::reclaim::purge_later).
+        Some("--purge") => reclaim::purge_main(std::env::args().skip(2)),
         _ => exec::main(&VOLUME),
     }
 }
@@ -162,7 +164,7 @@ fn sr_probe(a: ConfigArgs) -> Result<Vec<ProbeResult>, OpError> {
 }
 
 fn sr_create(a: CreateSrArgs) -> Result<BTreeMap<String, String>, OpError> {
-    sr::create(&a.configuration, parse_uuid("uuid", &a.uuid)?, &a.name, &a.description)
+    sr::create(&Host::from_env(), &a.configuration, parse_uuid("uuid", &a.uuid)?, &a.name, &a.description)
 }
 
 fn sr_attach(a: ConfigArgs) -> Result<String, OpError> {
@@ -175,7 +177,7 @@ fn sr_detach(a: SrArgs) -> Result<(), OpError> {
 }
 
 fn sr_destroy(a: SrArgs) -> Result<(), OpError> {
-    sr::destroy(&parse_sr(&a.sr)?)
+    sr::destroy(&Host::from_env(), &parse_sr(&a.sr)?)
 }
 
 fn sr_stat(a: SrArgs) -> Result<SrStat, OpError> {
@@ -195,15 +197,15 @@ fn sr_ls(a: SrArgs) -> Result<Vec<Volume>, OpError> {
 }
 
 fn volume_create(a: CreateArgs) -> Result<Volume, OpError> {
-    volume::create(&parse_sr(&a.sr)?, &a.name, &a.description, a.size, a.sharable)
+    volume::create(&Host::from_env(), &parse_sr(&a.sr)?, &a.name, &a.description, a.size, a.sharable)
 }
 
 fn volume_snapshot(a: KeyArgs) -> Result<Volume, OpError> {
-    volume::snapshot(&parse_sr(&a.sr)?, &a.key)
+    volume::snapshot(&Host::from_env(), &parse_sr(&a.sr)?, &a.key)
 }
 
 fn volume_clone(a: KeyArgs) -> Result<Volume, OpError> {
-    volume::clone(&parse_sr(&a.sr)?, &a.key)
+    volume::clone(&Host::from_env(), &parse_sr(&a.sr)?, &a.key)
 }
 
 fn volume_destroy(a: KeyArgs) -> Result<(), OpError> {
@@ -211,23 +213,23 @@ fn volume_destroy(a: KeyArgs) -> Result<(), OpError> {
 }
 
 fn volume_set_name(a: NameArgs) -> Result<(), OpError> {
-    volume::set_name(&parse_sr(&a.sr)?, &a.key, &a.new_name)
+    volume::set_name(&Host::from_env(), &parse_sr(&a.sr)?, &a.key, &a.new_name)
 }
 
 fn volume_set_description(a: DescriptionArgs) -> Result<(), OpError> {
-    volume::set_description(&parse_sr(&a.sr)?, &a.key, &a.new_description)
+    volume::set_description(&Host::from_env(), &parse_sr(&a.sr)?, &a.key, &a.new_description)
 }
 
 fn volume_set(a: SetArgs) -> Result<(), OpError> {
-    volume::set(&parse_sr(&a.sr)?, &a.key, &a.k, &a.v)
+    volume::set(&Host::from_env(), &parse_sr(&a.sr)?, &a.key, &a.k, &a.v)
 }
 
 fn volume_unset(a: UnsetArgs) -> Result<(), OpError> {
-    volume::unset(&parse_sr(&a.sr)?, &a.key, &a.k)
+    volume::unset(&Host::from_env(), &parse_sr(&a.sr)?, &a.key, &a.k)
 }
 
 fn volume_resize(a: ResizeArgs) -> Result<(), OpError> {
-    volume::resize(&parse_sr(&a.sr)?, &a.key, a.new_size)
+    volume::resize(&Host::from_env(), &parse_sr(&a.sr)?, &a.key, a.new_size)
 }
 
 fn volume_stat(a: KeyArgs) -> Result<Volume, OpError> {

@@ -266,7 +266,9 @@ pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
                 Kind::PermissionDenied => {
                     "give the user caps: ceph auth caps client.<user> mon 'profile rbd' osd 'profile rbd pool=<pool>'"
                 }
-                Kind::Unreachable => "check mon_host/ceph.conf, the network to the monitors, and the cluster's health",
+                Kind::Unreachable | Kind::TimedOut => {
+                    "check mon_host/ceph.conf, the network to the monitors, and the cluster's health"
+                }
                 _ => "see the error",
             };
             finding(Status::Fail, &check, chain(&e), Some(fix))

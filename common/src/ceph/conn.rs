@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::error::{classify, CephError, Kind};
-use crate::process::runner::{Cmd, CommandError, Output, Program};
+use crate::process::runner::{Cmd, CommandError, Output, Program, Status};
 
 /// The programs of the Ceph driver, resolved once per process.
 fn program(name: &'static str, cell: &'static OnceLock<Result<Program, String>>) -> Result<Program, CommandError> {
@@ -108,10 +108,10 @@ impl Conn {
     }
 
     fn classify_failure(&self, what: &str, source: CommandError) -> CephError {
-        if source.timed_out() {
-            return CephError::Unreachable { limit: self.timeout, source };
-        }
         let what = what.to_owned();
+        if let CommandError::Failed { status: Status::TimedOut(limit), .. } = source {
+            return CephError::TimedOut { what, limit, source };
+        }
         match classify(source.stderr(), source.exit_code()) {
             Kind::NotFound => CephError::NotFound { what, source },
             Kind::AlreadyExists => CephError::AlreadyExists { what, source },
@@ -120,6 +120,7 @@ impl Conn {
             Kind::Invalid => CephError::Refused { what, source },
             Kind::PermissionDenied => CephError::PermissionDenied { user: self.id.clone(), source },
             Kind::Unreachable => CephError::Unreachable { limit: self.timeout, source },
+            Kind::TimedOut => CephError::TimedOut { what, limit: self.timeout, source },
             Kind::NoSpace => CephError::NoSpace { source },
             Kind::Other => CephError::Failed { source },
         }

@@ -21,8 +21,10 @@ pub enum Kind {
     Invalid,
     /// The credentials were refused, or the user lacks a capability.
     PermissionDenied,
-    /// The monitors or OSDs could not be reached within the time limit.
+    /// The monitors or OSDs could not be reached: the tool gave up by itself.
     Unreachable,
+    /// The command was still running at its time limit and was killed.
+    TimedOut,
     /// The pool is full or over quota.
     NoSpace,
     /// Anything else.
@@ -128,6 +130,18 @@ pub enum CephError {
         #[source]
         source: CommandError,
     },
+    /// The command did not finish within its time limit and was killed: the cluster is
+    /// slow or stalled, or the operation too large for the limit.
+    #[error("{what}: the Ceph call did not finish within {} s (cluster stalled or unhealthy, or the operation too large for the limit)", .limit.as_secs_f64())]
+    TimedOut {
+        /// What the call was about.
+        what: String,
+        /// The limit it had.
+        limit: Duration,
+        /// The killed command.
+        #[source]
+        source: CommandError,
+    },
     /// The pool is full or over quota.
     #[error("the pool is full or over its quota")]
     NoSpace {
@@ -163,6 +177,7 @@ impl CephError {
             CephError::Refused { .. } => Kind::Invalid,
             CephError::PermissionDenied { .. } => Kind::PermissionDenied,
             CephError::Unreachable { .. } => Kind::Unreachable,
+            CephError::TimedOut { .. } => Kind::TimedOut,
             CephError::NoSpace { .. } => Kind::NoSpace,
             CephError::Failed { .. } | CephError::BadOutput { .. } => Kind::Other,
         }

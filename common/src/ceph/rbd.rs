@@ -6,9 +6,10 @@
 //! every operation can be retried after a partial failure.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{CephError, Conn, Kind};
 
@@ -97,6 +98,59 @@ pub struct Snap {
     /// "true"/"false" as a string (sic).
     #[serde(default)]
     pub protected: String,
+    /// When it was taken, as `rbd` prints it (`Mon Nov 30 10:13:26 2026`, UTC: the runner
+    /// sets `TZ=UTC`); see [`parse_time`].
+    #[serde(default)]
+    pub timestamp: String,
+}
+
+/// What `rbd info --format json` says of an image (the fields cephrbd reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Info {
+    /// The image id (its name in the trash, and in `rbd_header.<id>`).
+    pub id: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its features.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// When it was created, as `rbd` prints it; see [`parse_time`].
+    #[serde(default)]
+    pub create_timestamp: String,
+}
+
+/// `rbd info <spec>`.
+pub fn info(conn: &Conn, spec: &str) -> Result<Info, CephError> {
+    conn.rbd_json(&format!("image {spec}"), &["info", spec], "null")
+}
+
+/// Parses a time as Ceph's tools print it in the C locale and UTC
+/// (`Mon Nov 30 10:13:26 2026`, ctime's format); `None` if it is not one.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = common::ceph::rbd::parse_time("Thu Jan  1 00:01:40 1970").expect("parses");
+/// assert_eq!(t, UNIX_EPOCH + Duration::from_secs(100));
+/// ```
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [_, month, day, clock, year] = words.as_slice() else { return None };
+    let month = i64::try_from(MONTHS.iter().position(|m| m == month)?).ok()? + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let mut hms = clock.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// `rbd snap ls`: every user snapshot of an image.
@@ -111,9 +165,10 @@ pub struct Child {
     pub image: String,
 }
 
-/// `rbd children <spec@snap>`: the clones of a snapshot.
+/// `rbd children --all <spec@snap>`: the clones of a snapshot, those in the trash included
+/// (a clone in the trash still keeps its parent snapshot protected).
 pub fn children(conn: &Conn, snap_spec: &str) -> Result<Vec<Child>, CephError> {
-    conn.rbd_json(&format!("snapshot {snap_spec}"), &["children", snap_spec], "[]")
+    conn.rbd_json(&format!("snapshot {snap_spec}"), &["children", "--all", snap_spec], "[]")
 }
 
 /// `rbd ls <pool>/<namespace>`: every image name in a namespace.
@@ -185,9 +240,65 @@ pub fn namespace_ls(conn: &Conn, pool: &str) -> Result<Vec<String>, CephError> {
     Ok(entries.into_iter().map(|e| e.name).collect())
 }
 
-/// `rbd image-meta list`: every key of an image (empty output means no keys).
+/// `rbd image-meta list`: every key of an image (empty output means no keys), exactly.
+///
+/// `rbd` prints key names without JSON escaping, so a key holding a `"`, a `\\` or a
+/// control character (written verbatim by some other tool, or by cephrbd before layout 2)
+/// makes the listing invalid JSON, and a crafted key can even spell out fake entries. When
+/// the listing does not parse, every key it could contain is therefore confirmed one by
+/// one with `image-meta get`, whose answer is exact ([`meta_list_exact`]): slower, but
+/// the SR stays readable and nothing injected is believed.
 pub fn meta_list(conn: &Conn, spec: &str) -> Result<BTreeMap<String, String>, CephError> {
-    conn.rbd_json(&format!("image {spec}"), &["image-meta", "list", spec], "{}")
+    let what = format!("image {spec}");
+    let out = conn.rbd(&what, &["image-meta", "list", spec, "--format", "json"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let trimmed = if text.trim().is_empty() { "{}" } else { text.trim() };
+    match serde_json::from_str(trimmed) {
+        Ok(map) => Ok(map),
+        Err(e) => {
+            warn!(image = spec, "image-meta list is not valid JSON ({e}): confirming each key one by one");
+            meta_list_exact(conn, spec, trimmed)
+        }
+    }
+}
+
+/// The keys a listing `{"k":"v","k2":"v2"}` whose keys are not escaped could contain, each
+/// confirmed (with its exact value) by `image-meta get`. A candidate is any text between a
+/// `{"` or `,"` and a later `":"`; only keys that really exist survive.
+pub fn meta_list_exact(conn: &Conn, spec: &str, listing: &str) -> Result<BTreeMap<String, String>, CephError> {
+    let starts: Vec<usize> = listing
+        .match_indices(['{', ','])
+        .map(|(i, _)| i + 1)
+        .filter(|&i| listing[i..].starts_with('"'))
+        .map(|i| i + 1)
+        .collect();
+    let ends: Vec<usize> = listing.match_indices("\":\"").map(|(i, _)| i).collect();
+    let mut candidates: Vec<String> = Vec::new();
+    for &start in &starts {
+        for &end in ends.iter().filter(|&&end| end >= start) {
+            candidates.push(listing[start..end].to_owned());
+        }
+    }
+    candidates.sort();
+    candidates.dedup();
+    let mut found = BTreeMap::new();
+    // A few at a time: each is one `rbd` process.
+    for chunk in candidates.chunks(8) {
+        let answers: Vec<(String, Result<Option<String>, CephError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                chunk.iter().map(|key| (key.clone(), s.spawn(move || meta_get(conn, spec, key)))).collect();
+            handles
+                .into_iter()
+                .map(|(key, h)| (key, h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
+                .collect()
+        });
+        for (key, answer) in answers {
+            if let Some(value) = answer? {
+                found.insert(key, value);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `rbd image-meta get`: one key, `None` if absent.
@@ -291,4 +402,36 @@ pub fn watchers(conn: &Conn, spec: &str) -> Result<Vec<Watcher>, CephError> {
 /// `ceph osd blocklist add <address> <seconds>`: the OSDs refuse that client from now on.
 pub fn blocklist_add(conn: &Conn, address: &str, seconds: u32) -> Result<(), CephError> {
     conn.ceph(&format!("client {address}"), &["osd", "blocklist", "add", address, &seconds.to_string()]).map(drop)
+}
+
+/// `rbd trash mv <spec>`: the image leaves the namespace at once (O(1) whatever its size);
+/// its data is deleted later by [`trash_purge`]. `Identity` if it is already gone.
+pub fn trash_move(conn: &Conn, spec: &str) -> Result<Action, CephError> {
+    identity_if(run(conn, &format!("image {spec}"), &["trash", "mv", spec]), Kind::NotFound, "trash mv")
+}
+
+/// One image in a namespace's trash.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrashEntry {
+    /// Its id.
+    pub id: String,
+    /// The name it had.
+    pub name: String,
+}
+
+/// `rbd trash ls`: the images of a namespace waiting to be purged.
+pub fn trash_ls(conn: &Conn, pool: &str, namespace: &str) -> Result<Vec<TrashEntry>, CephError> {
+    conn.rbd_json(
+        &format!("trash of {pool}/{namespace}"),
+        &["trash", "ls", "--pool", pool, "--namespace", namespace],
+        "[]",
+    )
+}
+
+/// `rbd trash purge`: deletes the data of every image in a namespace's trash. Slow for large
+/// images without object-map (every object is visited); killed at its time limit it can
+/// simply be run again: what is left stays in the trash.
+pub fn trash_purge(conn: &Conn, pool: &str, namespace: &str) -> Result<(), CephError> {
+    let what = format!("trash of {pool}/{namespace}");
+    run(conn, &what, &["trash", "purge", "--no-progress", "--pool", pool, "--namespace", namespace])
 }

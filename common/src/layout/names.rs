@@ -1,6 +1,6 @@
 //! Every name cephrbd gives a thing in Ceph, built and parsed in one place.
 //!
-//! Layout version 1 of an SR, in pool `P`:
+//! Layout of an SR ([`LAYOUT_VERSION`] 2), in pool `P`:
 //! - RADOS namespace `cephrbd-<sr-uuid>` (or the device-config `namespace`);
 //! - in it, the header image [`HEADER_IMAGE`] (size 0, feature layering only) whose
 //!   image-meta holds every record of the SR (see [`MetaKey`]);
@@ -15,10 +15,13 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use super::escape;
 use crate::error::{RequestError, Violation};
 
-/// The layout version written into new SR records.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The layout version written into new SR records. Version 1 stored `Volume.set` keys and
+/// every value verbatim; version 2 encodes them ([`escape`]). This version reads both, and
+/// refuses an SR whose layout is newer than it knows.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The image whose image-meta holds the SR's records.
 pub const HEADER_IMAGE: &str = "cephrbd-sr";
@@ -106,10 +109,14 @@ pub enum MetaKey {
     VolumeName(Uuid),
     /// `v.<uuid>.description`: a volume's description, when changed after creation.
     VolumeDescription(Uuid),
-    /// `k.<uuid>.<key>`: one `Volume.set` key, verbatim.
+    /// `u.<uuid>.<encoded key>`: one `Volume.set` key, its name percent-encoded so that any
+    /// bytes round-trip and none can be read back as structure.
     UserKey(Uuid, String),
+    /// `k.<uuid>.<key>`: one `Volume.set` key as layout 1 stored it, verbatim. Read, never
+    /// written; a [`MetaKey::UserKey`] of the same name wins over it.
+    LegacyUserKey(Uuid, String),
     /// `g.<image>` or `g.<image>@<snap>`: an image or snapshot no volume uses any more,
-    /// kept until its last dependant is gone (JSON).
+    /// kept until its last dependant is gone (JSON). Only names of ours are accepted.
     Garbage(String),
 }
 
@@ -123,7 +130,11 @@ impl MetaKey {
             _ => {}
         }
         if let Some(rest) = key.strip_prefix("g.") {
-            return Some(MetaKey::Garbage(rest.to_owned()));
+            let ours = match rest.split_once('@') {
+                Some((image, snap)) => Object::parse(image).is_some() && Object::parse(snap).is_some(),
+                None => Object::parse(rest).is_some(),
+            };
+            return ours.then(|| MetaKey::Garbage(rest.to_owned()));
         }
         let (kind, rest) = key.split_once('.')?;
         let (id, tail) = match rest.split_at_checked(36) {
@@ -134,7 +145,8 @@ impl MetaKey {
             ("v", "") => Some(MetaKey::Volume(id)),
             ("v", ".name") => Some(MetaKey::VolumeName(id)),
             ("v", ".description") => Some(MetaKey::VolumeDescription(id)),
-            ("k", tail) => tail.strip_prefix('.').map(|k| MetaKey::UserKey(id, k.to_owned())),
+            ("u", tail) => tail.strip_prefix('.').and_then(escape::decode).map(|k| MetaKey::UserKey(id, k)),
+            ("k", tail) => tail.strip_prefix('.').map(|k| MetaKey::LegacyUserKey(id, k.to_owned())),
             _ => None,
         }
     }
@@ -142,9 +154,11 @@ impl MetaKey {
     /// The uuid of the volume this key belongs to, if any.
     pub fn volume(&self) -> Option<Uuid> {
         match self {
-            MetaKey::Volume(u) | MetaKey::VolumeName(u) | MetaKey::VolumeDescription(u) | MetaKey::UserKey(u, _) => {
-                Some(*u)
-            }
+            MetaKey::Volume(u)
+            | MetaKey::VolumeName(u)
+            | MetaKey::VolumeDescription(u)
+            | MetaKey::UserKey(u, _)
+            | MetaKey::LegacyUserKey(u, _) => Some(*u),
             MetaKey::Sr | MetaKey::SrName | MetaKey::SrDescription | MetaKey::Garbage(_) => None,
         }
     }
@@ -159,7 +173,8 @@ impl fmt::Display for MetaKey {
             MetaKey::Volume(u) => write!(f, "v.{}", u.hyphenated()),
             MetaKey::VolumeName(u) => write!(f, "v.{}.name", u.hyphenated()),
             MetaKey::VolumeDescription(u) => write!(f, "v.{}.description", u.hyphenated()),
-            MetaKey::UserKey(u, k) => write!(f, "k.{}.{k}", u.hyphenated()),
+            MetaKey::UserKey(u, k) => write!(f, "u.{}.{}", u.hyphenated(), escape::encode(k, escape::URI)),
+            MetaKey::LegacyUserKey(u, k) => write!(f, "k.{}.{k}", u.hyphenated()),
             MetaKey::Garbage(what) => write!(f, "g.{what}"),
         }
     }
@@ -193,11 +208,18 @@ mod tests {
             MetaKey::UserKey(u, "vdi-type".to_owned()),
             MetaKey::UserKey(u, "with.dots and spaces".to_owned()),
             MetaKey::UserKey(u, String::new()),
+            MetaKey::UserKey(u, "a\"b\\c\u{1}\né".to_owned()),
+            MetaKey::LegacyUserKey(u, "verbatim".to_owned()),
             MetaKey::Garbage(format!("v-{u}@c-{u}")),
+            MetaKey::Garbage(format!("v-{u}")),
         ] {
             assert_eq!(MetaKey::parse(&k.to_string()), Some(k.clone()), "{k}");
         }
         assert_eq!(MetaKey::parse("v.nope"), None);
+        assert_eq!(MetaKey::parse("g.someone-elses-image"), None, "marks name only our storage");
+        assert_eq!(MetaKey::parse(&format!("u.{u}.%zz")), None);
+        let stored = MetaKey::UserKey(u, "a\"b".to_owned()).to_string();
+        assert!(!stored.contains('"'), "{stored}");
         assert_eq!(MetaKey::parse(&format!("x.{u}")), None);
     }
 }

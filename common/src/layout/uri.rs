@@ -11,15 +11,15 @@
 //!
 //! They carry paths and names only, never a key: the key stays in the keyring file.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::names;
+use super::escape;
+use super::names::{self, Object};
 use crate::ceph::{Conn, ImageSpec};
-use crate::config::{DeviceConfig, DEFAULT_FEATURES};
+use crate::config::{self, DeviceConfig, DEFAULT_FEATURES, KNOWN_FEATURES};
 use crate::error::RequestError;
 
 /// The scheme of SR strings.
@@ -75,32 +75,17 @@ impl Parts {
 }
 
 fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    escape::encode(text, escape::URI)
 }
 
 fn decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    escape::decode(text)
+}
+
+/// Pool and namespace as device-config accepts them (never an option, never a split spec).
+fn check_names(pool: &str, namespace: &str, bad: &dyn Fn(&str) -> RequestError) -> Result<(), RequestError> {
+    config::check_name("pool", pool).map_err(|e| bad(&e.to_string()))?;
+    config::check_name("namespace", namespace).map_err(|e| bad(&e.to_string()))
 }
 
 /// Connection query pairs shared by both URI kinds.
@@ -116,17 +101,28 @@ fn conn_query(conn: &Conn) -> Vec<(String, String)> {
     q
 }
 
-fn conn_from(parts: &Parts, text: &str, what: &'static str) -> Result<Conn, RequestError> {
+/// The connection a URI describes, checked exactly as device-config is: a URI is only ever
+/// made from a checked device-config, so anything device-config would refuse is forged.
+fn conn_from(parts: &Parts, pool: &str, text: &str, what: &'static str) -> Result<Conn, RequestError> {
     let bad = |reason: &str| RequestError::BadUri { what, uri: text.to_owned(), reason: reason.to_owned() };
-    let timeout =
-        parts.get("timeout").ok_or_else(|| bad("no timeout"))?.parse::<u64>().map_err(|_| bad("bad timeout"))?;
-    Ok(Conn {
-        conf: PathBuf::from(parts.get("conf").ok_or_else(|| bad("no conf"))?),
-        id: parts.get("id").ok_or_else(|| bad("no id"))?.to_owned(),
-        keyring: parts.get("keyring").map(PathBuf::from),
-        mon_host: parts.get("mon_host").map(str::to_owned),
-        timeout: Duration::from_secs(timeout.max(1)),
-    })
+    let mut config = BTreeMap::from([("pool".to_owned(), pool.to_owned())]);
+    for (key, name) in [
+        ("conf", "ceph_conf"),
+        ("id", "ceph_user"),
+        ("keyring", "keyring"),
+        ("mon_host", "mon_host"),
+        ("timeout", "timeout"),
+    ] {
+        if let Some(value) = parts.get(key) {
+            config.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    for required in ["conf", "id", "timeout"] {
+        if parts.get(required).is_none() {
+            return Err(bad(&format!("no {required}")));
+        }
+    }
+    Ok(DeviceConfig::parse(&config).map_err(|e| bad(&e.to_string()))?.conn())
 }
 
 /// The SR string: everything a call needs to reach the SR.
@@ -174,6 +170,7 @@ impl SrUri {
             return Err(bad("not a cephrbd SR (wrong scheme)"));
         }
         let [pool, namespace] = parts.segments.as_slice() else { return Err(bad("expected <pool>/<namespace>")) };
+        check_names(pool, namespace, &bad)?;
         let uuid = parts.get("sr_uuid").and_then(|u| Uuid::try_parse(u).ok()).ok_or_else(|| bad("no valid sr_uuid"))?;
         let list = |key: &str, default: &[&str]| -> Vec<String> {
             parts.get(key).map_or_else(
@@ -181,13 +178,21 @@ impl SrUri {
                 |v| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             )
         };
+        let features = list("features", DEFAULT_FEATURES);
+        if let Some(f) = features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
+            return Err(bad(&format!("unknown image feature {f:?}")));
+        }
+        let schemes = list("datapath", DATAPATH_SCHEMES);
+        if let Some(s) = schemes.iter().find(|s| !DATAPATH_SCHEMES.contains(&s.as_str())) {
+            return Err(bad(&format!("unknown datapath scheme {s:?}")));
+        }
         Ok(SrUri {
             pool: pool.clone(),
             namespace: namespace.clone(),
             uuid,
-            conn: conn_from(&parts, text, what)?,
-            features: list("features", DEFAULT_FEATURES),
-            schemes: list("datapath", DATAPATH_SCHEMES),
+            conn: conn_from(&parts, pool, text, what)?,
+            features,
+            schemes,
         })
     }
 
@@ -261,11 +266,21 @@ impl VolumeUri {
         let [pool, namespace, leaf] = parts.segments.as_slice() else {
             return Err(bad("expected <pool>/<namespace>/<image>[@<snap>]"));
         };
+        check_names(pool, namespace, &bad)?;
         let (image, snap) = match leaf.split_once('@') {
             Some((i, s)) => (i.to_owned(), Some(s.to_owned())),
             None => (leaf.clone(), None),
         };
         let volume = parts.get("volume").and_then(|u| Uuid::try_parse(u).ok()).ok_or_else(|| bad("no valid volume"))?;
+        // The key must be the one the storage's own name carries: a URI naming one
+        // volume's image with another's key is forged.
+        let named = match &snap {
+            Some(s) => Object::parse(&image).is_some() && Object::parse(s) == Some(Object::Snapshot(volume)),
+            None => Object::parse(&image) == Some(Object::Image(volume)),
+        };
+        if !named {
+            return Err(bad("the image or snapshot is not the one the volume key names"));
+        }
         Ok(VolumeUri {
             scheme: parts.scheme.clone(),
             pool: pool.clone(),
@@ -273,7 +288,7 @@ impl VolumeUri {
             image,
             snap,
             volume,
-            conn: conn_from(&parts, text, what)?,
+            conn: conn_from(&parts, pool, text, what)?,
         })
     }
 }
@@ -281,6 +296,8 @@ impl VolumeUri {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
 
     fn conn() -> Conn {
         Conn {
@@ -307,18 +324,39 @@ mod tests {
         assert_eq!(SrUri::parse(&text), Ok(sr));
     }
 
-    #[test]
-    fn volume_uri_round_trips() {
-        let v = VolumeUri {
+    fn volume(key: Uuid) -> VolumeUri {
+        VolumeUri {
             scheme: "cephrbd+krbd".to_owned(),
             pool: "p".to_owned(),
             namespace: "n".to_owned(),
-            image: "v-1".to_owned(),
-            snap: Some("s-2".to_owned()),
-            volume: Uuid::new_v4(),
+            image: Object::Image(Uuid::new_v4()).to_string(),
+            snap: Some(Object::Snapshot(key).to_string()),
+            volume: key,
             conn: conn(),
-        };
+        }
+    }
+
+    #[test]
+    fn volume_uri_round_trips() {
+        let v = volume(Uuid::new_v4());
         assert_eq!(VolumeUri::parse(&v.render()), Ok(v));
+    }
+
+    /// A URI whose `volume=` is not the key its image or snapshot name carries would let a
+    /// caller act on (stop the daemon of) another volume: forged, refused.
+    #[test]
+    fn forged_volume_uris_are_refused() {
+        let mut v = volume(Uuid::new_v4());
+        v.volume = Uuid::new_v4();
+        assert!(VolumeUri::parse(&v.render()).is_err());
+        let mut v = volume(Uuid::new_v4());
+        v.snap = None;
+        assert!(VolumeUri::parse(&v.render()).is_err(), "the head of another volume's image");
+        let mut v = volume(Uuid::new_v4());
+        v.pool = "-rf".to_owned();
+        assert!(VolumeUri::parse(&v.render()).is_err());
+        let text = volume(Uuid::new_v4()).render().replace("timeout=17", "timeout=0");
+        assert!(VolumeUri::parse(&text).is_err());
     }
 
     #[test]
@@ -326,6 +364,22 @@ mod tests {
         for text in ["", "rbd://a/b", "cephrbd://a?sr_uuid=x", "cephrbd://a/b?sr_uuid=%zz", "cephrbd://a/b/c?timeout=1"]
         {
             assert!(SrUri::parse(text).is_err(), "{text}");
+        }
+        let good = SrUri {
+            pool: "rbd".to_owned(),
+            namespace: "n".to_owned(),
+            uuid: Uuid::new_v4(),
+            conn: conn(),
+            features: vec!["layering".to_owned()],
+            schemes: vec!["cephrbd+qsd".to_owned()],
+        };
+        for forged in [
+            SrUri { pool: "a@b".to_owned(), ..good.clone() },
+            SrUri { namespace: "--conf".to_owned(), ..good.clone() },
+            SrUri { features: vec!["journaling".to_owned()], ..good.clone() },
+            SrUri { schemes: vec!["file".to_owned()], ..good.clone() },
+        ] {
+            assert!(SrUri::parse(&forged.render()).is_err(), "{forged:?}");
         }
     }
 }

@@ -229,66 +229,122 @@ pub fn open(persistent: bool) -> Result<(), OpError> {
     }
 }
 
-/// What [`reap`] cleaned.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reaped {
-    /// Activations whose daemon had died.
-    pub dead_daemons: usize,
-    /// Daemons running without an activation.
-    pub orphan_daemons: usize,
-    /// Mappings left by an interrupted map.
-    pub mappings: usize,
+/// Something a crash left on this host for one volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// The volume is recorded as active in userspace mode, but its daemon is dead.
+    DeadDaemon(Uuid),
+    /// A daemon runs for a volume this host does not hold active.
+    OrphanDaemon(Uuid),
+    /// A kernel map was interrupted: `device` was mapped but never recorded as attached
+    /// (`None`: the map never happened, only the record of it is left).
+    InterruptedMap {
+        /// The volume.
+        volume: Uuid,
+        /// The mapping the kernel has, if any.
+        device: Option<String>,
+        /// True when nobody holds the volume, so the mapping must go; false when it only
+        /// has to be recorded.
+        unused: bool,
+    },
 }
 
-/// Cleans what crashes left on this host for volumes of `sr`: activations whose daemon
-/// died, daemons with no activation, mappings made by an interrupted attach. Called by
-/// `SR.attach`.
-pub fn reap(host: &Host, sr: &SrUri) -> Result<Reaped, OpError> {
-    let dir = host.datapath_dir();
-    let mut reaped = Reaped::default();
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leftover::DeadDaemon(v) => write!(f, "volume {v}: recorded active, its qemu-storage-daemon is dead"),
+            Leftover::OrphanDaemon(v) => write!(f, "volume {v}: a qemu-storage-daemon runs without an activation"),
+            Leftover::InterruptedMap { volume, device: Some(d), unused: true } => {
+                write!(f, "volume {volume}: {d} was mapped by an interrupted attach and nobody holds it")
+            }
+            Leftover::InterruptedMap { volume, device: Some(d), unused: false } => {
+                write!(f, "volume {volume}: {d} was mapped by an interrupted attach and is not recorded")
+            }
+            Leftover::InterruptedMap { volume, device: None, .. } => {
+                write!(f, "volume {volume}: an interrupted attach left its record behind")
+            }
+        }
+    }
+}
+
+/// What crashes left on this host for volumes of `sr`, without changing anything.
+pub fn survey(host: &Host, sr: &SrUri) -> Result<Vec<Leftover>, OpError> {
+    let mut found = Vec::new();
     for volume in attachments::volumes(host) {
         let held = Held::open(host, volume, sr.conn.timeout)?;
-        let daemon = qsd::daemon(&dir, &volume);
-        let Some(mut state) = held.load() else {
-            if daemon.running().is_some() {
-                daemon.stop();
-                reaped.orphan_daemons += 1;
-            }
-            continue;
-        };
-        let Ok(uri) = VolumeUri::parse(&state.uri) else { continue };
-        if uri.pool != sr.pool || uri.namespace != sr.namespace {
-            continue;
-        }
-        if state.mode == Mode::Qsd {
-            match (&state.active, daemon.running()) {
-                (Some(_), None) => {
-                    daemon.stop();
-                    state.active = None;
-                    reaped.dead_daemons += 1;
-                }
-                (None, Some(_)) => {
-                    daemon.stop();
-                    reaped.orphan_daemons += 1;
-                }
-                _ => {}
-            }
-        }
-        if state.mapping {
-            if let Some(m) = krbd::find(&host.sysfs, &uri.pool, &uri.namespace, &uri.image, uri.snap.as_deref()) {
-                if state.device.is_none() && state.domains.is_empty() {
-                    krbd::unmap(&uri.conn, &m.device())?;
-                    reaped.mappings += 1;
-                } else {
-                    state.device = Some(m.device().display().to_string());
-                }
-            }
-            state.mapping = false;
-        }
-        held.save(&state)?;
+        found.extend(leftovers(host, sr, volume, &held));
     }
-    if reaped != Reaped::default() {
-        info!(?reaped, sr = %sr.uuid, "reaped what crashes left on this host");
+    Ok(found)
+}
+
+fn leftovers(host: &Host, sr: &SrUri, volume: Uuid, held: &Held) -> Vec<Leftover> {
+    let daemon = qsd::daemon(&host.datapath_dir(), &volume);
+    let Some(state) = held.load() else {
+        return daemon.running().map(|_| Leftover::OrphanDaemon(volume)).into_iter().collect();
+    };
+    let Ok(uri) = VolumeUri::parse(&state.uri) else { return Vec::new() };
+    if uri.pool != sr.pool || uri.namespace != sr.namespace {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    if state.mode == Mode::Qsd {
+        match (&state.active, daemon.running()) {
+            (Some(_), None) => found.push(Leftover::DeadDaemon(volume)),
+            (None, Some(_)) => found.push(Leftover::OrphanDaemon(volume)),
+            _ => {}
+        }
+    }
+    if state.mapping {
+        let device = krbd::find(&host.sysfs, &uri.pool, &uri.namespace, &uri.image, uri.snap.as_deref())
+            .map(|m| m.device().display().to_string());
+        let unused = state.device.is_none() && state.domains.is_empty();
+        found.push(Leftover::InterruptedMap { volume, device, unused });
+    }
+    found
+}
+
+/// Cleans what crashes left on this host for volumes of `sr` ([`survey`]): activations
+/// whose daemon died, daemons with no activation, mappings made by an interrupted attach.
+/// Called by `SR.attach` and the consistency check's repair; returns what it cleaned.
+pub fn reap(host: &Host, sr: &SrUri) -> Result<Vec<Leftover>, OpError> {
+    let mut reaped = Vec::new();
+    for volume in attachments::volumes(host) {
+        let held = Held::open(host, volume, sr.conn.timeout)?;
+        let found = leftovers(host, sr, volume, &held);
+        if found.is_empty() {
+            continue;
+        }
+        let daemon = qsd::daemon(&host.datapath_dir(), &volume);
+        let mut state = held.load();
+        for leftover in &found {
+            match leftover {
+                Leftover::DeadDaemon(_) | Leftover::OrphanDaemon(_) => {
+                    daemon.stop();
+                    if let (Leftover::DeadDaemon(_), Some(state)) = (leftover, state.as_mut()) {
+                        state.active = None;
+                    }
+                }
+                Leftover::InterruptedMap { device, unused, .. } => {
+                    let Some(state) = state.as_mut() else { continue };
+                    match (device, unused) {
+                        (Some(device), true) => {
+                            let uri = VolumeUri::parse(&state.uri)?;
+                            krbd::unmap(&uri.conn, Path::new(device))?;
+                        }
+                        (Some(device), false) => state.device = Some(device.clone()),
+                        (None, _) => {}
+                    }
+                    state.mapping = false;
+                }
+            }
+        }
+        if let Some(state) = &state {
+            held.save(state)?;
+        }
+        reaped.extend(found);
+    }
+    if !reaped.is_empty() {
+        info!(count = reaped.len(), sr = %sr.uuid, "reaped what crashes left on this host");
     }
     Ok(reaped)
 }

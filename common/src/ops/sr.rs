@@ -21,7 +21,7 @@ use std::thread;
 use tracing::info;
 use uuid::Uuid;
 
-use super::undo::Undo;
+use super::undo::{self, Step, Undo};
 use super::{datapath, reclaim};
 use crate::ceph::rbd::{self, Action, PoolDf};
 use crate::ceph::{CephError, Conn, Kind};
@@ -52,6 +52,7 @@ fn pool_namespaces(conn: &Conn, pool: &str) -> Result<Vec<String>, OpError> {
 /// Never creates or deletes a pool. Idempotent: creating the same SR again returns the same
 /// configuration. On failure, what was created is removed.
 pub fn create(
+    host: &Host,
     configuration: &BTreeMap<String, String>,
     uuid: Uuid,
     name: &str,
@@ -94,14 +95,12 @@ pub fn create(
             Err(e) => return Err(e.into()),
         }
     }
-    Undo::run(|undo| {
+    Undo::run(host, &sr, |undo| {
         if !namespace_exists && rbd::namespace_create(conn, &sr.pool, &sr.namespace)? == Action::Done {
-            undo.push(format!("remove namespace {}/{}", sr.pool, sr.namespace), || {
-                rbd::namespace_remove(conn, &sr.pool, &sr.namespace).map(drop)
-            });
+            undo.push(Step::RemoveNamespace { pool: sr.pool.clone(), namespace: sr.namespace.clone() });
         }
         rbd::create(conn, header.spec(), 0, &["layering".to_owned()])?;
-        undo.push(format!("remove {}", header.spec()), || rbd::remove(conn, header.spec()).map(drop));
+        undo.push(Step::RemoveImage { spec: header.spec().to_owned() });
         let record =
             SrRecord { layout: LAYOUT_VERSION, uuid, name: name.to_owned(), description: description.to_owned() };
         header.set_json(&MetaKey::Sr, &record)?;
@@ -145,7 +144,9 @@ fn open_config(configuration: &BTreeMap<String, String>) -> Result<SrUri, OpErro
 /// has nothing to release on the volume side.
 pub fn attach(host: &Host, configuration: &BTreeMap<String, String>) -> Result<SrUri, OpError> {
     let sr = open_config(configuration)?;
+    undo::replay(host, &sr)?;
     datapath::reap(host, &sr)?;
+    reclaim::purge_later(host, &sr);
     info!(sr = %sr.uuid, "SR attached");
     Ok(sr)
 }
@@ -153,8 +154,9 @@ pub fn attach(host: &Host, configuration: &BTreeMap<String, String>) -> Result<S
 /// `SR.destroy`: removes every trace of an empty SR (its header, storage still kept for
 /// dependants that are now gone, its namespace). Refused while volumes remain. Idempotent:
 /// destroying a destroyed SR succeeds.
-pub fn destroy(sr: &SrUri) -> Result<(), OpError> {
+pub fn destroy(host: &Host, sr: &SrUri) -> Result<(), OpError> {
     let conn = &sr.conn;
+    undo::replay(host, sr)?;
     let records = match load(sr) {
         Ok(records) => records,
         Err(OpError::SrDoesNotExist { .. }) if !pool_namespaces(conn, &sr.pool)?.contains(&sr.namespace) => {
@@ -167,18 +169,34 @@ pub fn destroy(sr: &SrUri) -> Result<(), OpError> {
     if count > 0 {
         return Err(OpError::SrNotEmpty { count });
     }
+    if !records.unreadable().is_empty() {
+        return Err(records::unreadable_error(&records.unreadable().iter().collect::<Vec<_>>()));
+    }
+    let until = std::time::Instant::now() + sr.conn.timeout;
     reclaim::reclaim_all(sr, &records)?;
+    reclaim::purge_and_reclaim(sr, until)?;
     let mut foreign = Vec::new();
     for image in rbd::ls(conn, &sr.pool, &sr.namespace)? {
         match Object::parse(&image) {
             // Left by a crash between creating an image and recording it.
-            Some(_) => reclaim::reclaim_image(sr, &image)?,
+            Some(_) => {
+                reclaim::reclaim_image(sr, &image)?;
+            }
             None if image == HEADER_IMAGE => {}
             None => foreign.push(image),
         }
     }
     if !foreign.is_empty() {
         return Err(in_use(sr, format!("images cephrbd did not create: {}", foreign.join(", "))));
+    }
+    // A namespace is removed only empty, trash included.
+    reclaim::purge_and_reclaim(sr, until)?;
+    let trash = rbd::trash_ls(conn, &sr.pool, &sr.namespace)?;
+    if !trash.is_empty() {
+        return Err(in_use(
+            sr,
+            format!("{} destroyed images are still being purged: retry SR.destroy later", trash.len()),
+        ));
     }
     rbd::remove(conn, &sr.spec(HEADER_IMAGE))?;
     rbd::namespace_remove(conn, &sr.pool, &sr.namespace)?;
@@ -239,9 +257,11 @@ pub fn stat(sr: &SrUri) -> Result<SrStat, OpError> {
     match (records, pools) {
         (Ok(records), Ok(pools)) => {
             let record = records.sr().expect("load checked the SR record");
-            Ok(sr_stat(sr, &record, &pools))
+            Ok(sr_stat(sr, record, &pools))
         }
-        (Err(OpError::Ceph(e)), _) | (_, Err(e)) if e.kind() == Kind::Unreachable => Ok(unreachable(&e)),
+        (Err(OpError::Ceph(e)), _) | (_, Err(e)) if matches!(e.kind(), Kind::Unreachable | Kind::TimedOut) => {
+            Ok(unreachable(&e))
+        }
         (Err(e), _) => Err(e),
         (_, Err(e)) => Err(e.into()),
     }
@@ -251,8 +271,14 @@ pub fn stat(sr: &SrUri) -> Result<SrStat, OpError> {
 /// SR's images have fast-diff).
 pub fn ls(sr: &SrUri) -> Result<Vec<Volume>, OpError> {
     let records = load(sr)?;
+    // A volume whose record cannot be read must not vanish from the list: xapi would
+    // forget its VDI. The listing is refused until the record is repaired.
+    let broken: Vec<&records::Unreadable> = records.unreadable().iter().filter(|u| u.volume.is_some()).collect();
+    if !broken.is_empty() {
+        return Err(records::unreadable_error(&broken));
+    }
     let usage = super::volume::usage(sr, None)?;
-    Ok(records.volumes().iter().map(|v| super::volume::to_volume(sr, v, usage.as_ref())).collect())
+    Ok(records.volumes().map(|v| super::volume::to_volume(sr, v, usage.as_ref())).collect())
 }
 
 /// `SR.set_name`: stores the new name (one key, no read-modify-write).
@@ -266,13 +292,9 @@ pub fn set_description(sr: &SrUri, description: &str) -> Result<(), OpError> {
 }
 
 fn set_field(sr: &SrUri, key: MetaKey, value: &str) -> Result<(), OpError> {
-    let header = Header::of(sr);
-    match header.get(&MetaKey::Sr) {
-        Ok(Some(_)) => Ok(header.set(&key, value)?),
-        Ok(None) => Err(records::sr_missing(sr)),
-        Err(e) if e.kind() == Kind::NotFound => Err(records::sr_missing(sr)),
-        Err(e) => Err(e.into()),
-    }
+    records::check_text("name", value, records::MAX_TEXT)?;
+    records::verify_sr(sr)?;
+    Ok(Header::of(sr).set(&key, value)?)
 }
 
 /// `SR.probe`: given connection keys (and optionally `pool`), lists every pool usable as an
@@ -338,7 +360,7 @@ pub fn probe(configuration: &BTreeMap<String, String>) -> Result<Vec<ProbeResult
             results.push(ProbeResult {
                 configuration,
                 complete: true,
-                sr: Some(sr_stat(&sr, &record, &df)),
+                sr: Some(sr_stat(&sr, record, &df)),
                 extra_info: info(&[("namespace", namespace), ("volumes", records.volumes().len().to_string())]),
             });
         }

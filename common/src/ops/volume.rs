@@ -27,9 +27,12 @@ use std::time::Duration;
 use tracing::info;
 use uuid::Uuid;
 
-use super::reclaim::{reclaim_chain, reclaim_image_if_garbage, remove_image_if_free, remove_snapshot_if_free};
-use super::undo::Undo;
-use crate::ceph::rbd::{self, Action};
+use super::reclaim::{
+    forget_snapshot_marks, purge_later, reclaim_chain, reclaim_image_if_garbage, reclaim_marked, remove_image_if_free,
+    remove_snapshot_if_free,
+};
+use super::undo::{self, Step, Undo};
+use crate::ceph::rbd;
 use crate::ceph::{CephError, Kind};
 use crate::error::{OpError, RequestError};
 use crate::host::lock::SrLock;
@@ -64,35 +67,59 @@ fn volume_uuid(key: &str) -> Result<Uuid, OpError> {
     Uuid::try_parse(key).map_err(|_| OpError::VolumeDoesNotExist { key: key.to_owned() })
 }
 
-fn find(records: &Records, key: &str) -> Result<VolumeView, OpError> {
-    records.volume(volume_uuid(key)?).ok_or_else(|| OpError::VolumeDoesNotExist { key: key.to_owned() })
+/// The volume `key` names; `Volume_does_not_exist`, or the error naming its unreadable
+/// records.
+fn find<'r>(records: &'r Records, key: &str) -> Result<&'r VolumeView, OpError> {
+    let uuid = volume_uuid(key)?;
+    records.volume(uuid).ok_or_else(|| {
+        records.unreadable_volume(uuid).unwrap_or_else(|| OpError::VolumeDoesNotExist { key: key.to_owned() })
+    })
 }
 
-/// Writes (`Some(value)`) or removes (`None`) one key of volume `key`, checking in parallel
-/// that the volume exists: one command's time instead of two. If it does not exist, a key
-/// just written is removed again and the answer is `Volume_does_not_exist`; nothing stays.
-fn write_key(
-    header: &Header<'_>,
-    key: &str,
-    field: impl FnOnce(Uuid) -> MetaKey,
-    value: Option<&str>,
-) -> Result<(), OpError> {
+/// Writes (`Some(value)`) or removes (`None`) fields of volume `key`, checking in parallel
+/// that the volume exists: one command's time instead of two. If it does not exist, what
+/// was just written is removed again and the answer is `Volume_does_not_exist`; nothing
+/// stays. Holds the SR's lock shared, so a destroy on this host (which takes it
+/// exclusively) never runs in between.
+fn write_fields(host: &Host, sr: &SrUri, key: &str, fields: &[MetaKey], value: Option<&str>) -> Result<(), OpError> {
     let uuid = volume_uuid(key)?;
-    let field = field(uuid);
-    let (found, written) = std::thread::scope(|s| {
+    let header = Header::of(sr);
+    let _lock = SrLock::shared(host, sr.uuid, lock_limit(sr))?;
+    let (verified, found, written) = std::thread::scope(|s| {
+        let verify = s.spawn(|| records::verify_sr(sr));
         let check = s.spawn(|| header.get(&MetaKey::Volume(uuid)));
-        let written = match value {
-            Some(v) => header.set(&field, v),
-            None => header.remove(&field).map(drop),
-        };
-        (check.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), written)
+        let written: Vec<_> = fields
+            .iter()
+            .map(|field| {
+                s.spawn(|| match value {
+                    Some(v) => header.set(field, v),
+                    None => header.remove(field).map(drop),
+                })
+            })
+            .collect();
+        let check = check.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let written = written
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<()>, CephError>>();
+        (verify.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), check, written)
     });
-    match found? {
-        Some(_) => Ok(written?),
-        None => {
-            if value.is_some() && written.is_ok() {
-                header.remove(&field)?;
+    let undo_write = || -> Result<(), OpError> {
+        if value.is_some() && written.is_ok() {
+            for field in fields {
+                header.remove(field)?;
             }
+        }
+        Ok(())
+    };
+    if let Err(e) = verified {
+        undo_write()?;
+        return Err(e);
+    }
+    match found? {
+        Some(_) => written.map(drop).map_err(OpError::from),
+        None => {
+            undo_write()?;
             Err(OpError::VolumeDoesNotExist { key: key.to_owned() })
         }
     }
@@ -174,7 +201,16 @@ fn usage_of_new(sr: &SrUri) -> Option<BTreeMap<String, u64>> {
 }
 
 /// `Volume.create`: a thin image of at least `size` bytes. On failure nothing is left.
-pub fn create(sr: &SrUri, name: &str, description: &str, size: i64, sharable: bool) -> Result<Volume, OpError> {
+pub fn create(
+    host: &Host,
+    sr: &SrUri,
+    name: &str,
+    description: &str,
+    size: i64,
+    sharable: bool,
+) -> Result<Volume, OpError> {
+    records::check_text("name", name, records::MAX_TEXT)?;
+    records::check_text("description", description, records::MAX_TEXT)?;
     let size = image_size(size)?;
     let uuid = Uuid::new_v4();
     let image = Object::Image(uuid).to_string();
@@ -188,9 +224,19 @@ pub fn create(sr: &SrUri, name: &str, description: &str, size: i64, sharable: bo
         sharable,
         parent: None,
     };
-    Undo::run(|undo| {
-        rbd::create(&sr.conn, &spec, size, &sr.features)?;
-        undo.push(format!("remove {spec}"), || rbd::remove(&sr.conn, &spec).map(drop));
+    undo::replay(host, sr)?;
+    Undo::run(host, sr, |undo| {
+        // The SR is confirmed beside the create, not before it: one command's time.
+        let (verified, created) = std::thread::scope(|s| {
+            let verify = s.spawn(|| records::verify_sr(sr));
+            let created = rbd::create(&sr.conn, &spec, size, &sr.features);
+            (verify.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), created)
+        });
+        // Pushed whatever the outcome: a create killed at its time limit may have made the
+        // image all the same, and removing an image that is not there is no error.
+        undo.push(Step::RemoveImage { spec: spec.clone() });
+        verified?;
+        created?;
         record(sr, uuid, &new)
     })?;
     info!(volume = %uuid, size, "volume created");
@@ -199,8 +245,10 @@ pub fn create(sr: &SrUri, name: &str, description: &str, size: i64, sharable: bo
 
 /// `Volume.snapshot`: a read-only volume holding the source's data now (an RBD snapshot).
 /// Name and description are copied, keys are not.
-pub fn snapshot(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
-    let source = find(&records::load(sr)?, key)?;
+pub fn snapshot(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
+    undo::replay(host, sr)?;
+    let records = records::load(sr)?;
+    let source = find(&records, key)?;
     if source.record.snap.is_some() {
         return Err(OpError::ReadOnly { key: key.to_owned(), action: "snapshot" });
     }
@@ -208,9 +256,10 @@ pub fn snapshot(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
     let base = SnapRef { image: source.record.image.clone(), snap: Object::Snapshot(uuid).to_string() };
     let spec = sr.spec(&base.leaf());
     let new = VolumeRecord { snap: Some(base.snap.clone()), parent: None, ..source.record.clone() };
-    Undo::run(|undo| {
+    Undo::run(host, sr, |undo| {
+        // Before the command: one killed at its limit may have taken the snapshot anyway.
+        undo.push(Step::RemoveSnapshot { spec: spec.clone() });
         rbd::snap_create(&sr.conn, &spec)?;
-        undo.push(format!("remove {spec}"), || rbd::snap_remove(&sr.conn, &spec).map(drop));
         record(sr, uuid, &new)
     })?;
     info!(volume = %uuid, of = %source.uuid, "snapshot created");
@@ -220,30 +269,33 @@ pub fn snapshot(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
 /// `Volume.clone`: a writable copy-on-write volume (an RBD clone, O(1)). From a snapshot
 /// volume it clones that snapshot; from a writable volume it clones a hidden snapshot taken
 /// now. Name and description are copied, keys are not.
-pub fn clone(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
+pub fn clone(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
+    undo::replay(host, sr)?;
     let conn = &sr.conn;
-    let source = find(&records::load(sr)?, key)?;
+    let records = records::load(sr)?;
+    let source = find(&records, key)?;
     let uuid = Uuid::new_v4();
     let image = Object::Image(uuid).to_string();
     let spec = sr.spec(&image);
-    let new = Undo::run(|undo| {
+    let new = Undo::run(host, sr, |undo| {
         let base = match &source.record.snap {
             Some(snap) => SnapRef { image: source.record.image.clone(), snap: snap.clone() },
             None => {
                 let base = SnapRef { image: source.record.image.clone(), snap: Object::CloneBase(uuid).to_string() };
                 let base_spec = sr.spec(&base.leaf());
+                undo.push(Step::RemoveSnapshot { spec: base_spec.clone() });
                 rbd::snap_create(conn, &base_spec)?;
-                undo.push(format!("remove {base_spec}"), move || rbd::snap_remove(conn, &base_spec).map(drop));
                 base
             }
         };
         let base_spec = sr.spec(&base.leaf());
-        if rbd::snap_protect(conn, &base_spec)? == Action::Done && source.record.snap.is_none() {
-            let base_spec = base_spec.clone();
-            undo.push(format!("unprotect {base_spec}"), move || rbd::snap_unprotect(conn, &base_spec).map(drop));
+        if source.record.snap.is_none() {
+            // Our hidden base: unprotected again on failure (before removal).
+            undo.push(Step::Unprotect { spec: base_spec.clone() });
         }
+        rbd::snap_protect(conn, &base_spec)?;
+        undo.push(Step::RemoveImage { spec: spec.clone() });
         rbd::clone(conn, &base_spec, &spec, &sr.features)?;
-        undo.push(format!("remove {spec}"), || rbd::remove(conn, &spec).map(drop));
         let new = VolumeRecord { image: image.clone(), snap: None, parent: Some(base), ..source.record.clone() };
         record(sr, uuid, &new)?;
         Ok(new)
@@ -254,36 +306,47 @@ pub fn clone(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
 
 /// `Volume.stat`: one read of the SR's records (plus one `rbd du` with fast-diff).
 pub fn stat(sr: &SrUri, key: &str) -> Result<Volume, OpError> {
-    let view = find(&records::load(sr)?, key)?;
+    let records = records::load(sr)?;
+    let view = find(&records, key)?;
     let used = usage(sr, Some(&view.record.image))?;
-    Ok(to_volume(sr, &view, used.as_ref()))
+    Ok(to_volume(sr, view, used.as_ref()))
 }
 
 /// `Volume.set`: stores `k` = `v` verbatim (one key of its own: concurrent sets of other
 /// keys cannot be lost).
-pub fn set(sr: &SrUri, key: &str, k: &str, v: &str) -> Result<(), OpError> {
-    write_key(&Header::of(sr), key, |u| MetaKey::UserKey(u, k.to_owned()), Some(v))
+pub fn set(host: &Host, sr: &SrUri, key: &str, k: &str, v: &str) -> Result<(), OpError> {
+    records::check_text("k", k, records::MAX_KEY)?;
+    records::check_text("v", v, records::MAX_VALUE)?;
+    let u = volume_uuid(key)?;
+    write_fields(host, sr, key, &[MetaKey::UserKey(u, k.to_owned())], Some(v))
 }
 
 /// `Volume.unset`: removes `k`; removing an absent key succeeds.
-pub fn unset(sr: &SrUri, key: &str, k: &str) -> Result<(), OpError> {
-    write_key(&Header::of(sr), key, |u| MetaKey::UserKey(u, k.to_owned()), None)
+pub fn unset(host: &Host, sr: &SrUri, key: &str, k: &str) -> Result<(), OpError> {
+    let u = volume_uuid(key)?;
+    // Both forms: a key layout 1 stored verbatim must not reappear once the encoded one goes.
+    write_fields(host, sr, key, &[MetaKey::UserKey(u, k.to_owned()), MetaKey::LegacyUserKey(u, k.to_owned())], None)
 }
 
 /// `Volume.set_name`.
-pub fn set_name(sr: &SrUri, key: &str, name: &str) -> Result<(), OpError> {
-    write_key(&Header::of(sr), key, MetaKey::VolumeName, Some(name))
+pub fn set_name(host: &Host, sr: &SrUri, key: &str, name: &str) -> Result<(), OpError> {
+    records::check_text("new_name", name, records::MAX_TEXT)?;
+    write_fields(host, sr, key, &[MetaKey::VolumeName(volume_uuid(key)?)], Some(name))
 }
 
 /// `Volume.set_description`.
-pub fn set_description(sr: &SrUri, key: &str, description: &str) -> Result<(), OpError> {
-    write_key(&Header::of(sr), key, MetaKey::VolumeDescription, Some(description))
+pub fn set_description(host: &Host, sr: &SrUri, key: &str, description: &str) -> Result<(), OpError> {
+    records::check_text("new_description", description, records::MAX_TEXT)?;
+    write_fields(host, sr, key, &[MetaKey::VolumeDescription(volume_uuid(key)?)], Some(description))
 }
 
 /// `Volume.resize`: grows to at least `new_size`; shrinking is refused. If the record update
 /// fails after the image grew, the next resize (or stat after it) repairs the record.
-pub fn resize(sr: &SrUri, key: &str, new_size: i64) -> Result<(), OpError> {
-    let view = find(&records::load(sr)?, key)?;
+pub fn resize(host: &Host, sr: &SrUri, key: &str, new_size: i64) -> Result<(), OpError> {
+    // Exclusive: a destroy racing the record's rewrite would bring the volume back.
+    let _lock = SrLock::exclusive(host, sr.uuid, lock_limit(sr))?;
+    let records = records::load(sr)?;
+    let view = find(&records, key)?;
     if view.record.snap.is_some() {
         return Err(OpError::ReadOnly { key: key.to_owned(), action: "resize" });
     }
@@ -295,7 +358,7 @@ pub fn resize(sr: &SrUri, key: &str, new_size: i64) -> Result<(), OpError> {
         return Ok(());
     }
     rbd::resize(&sr.conn, &sr.spec(&view.record.image), size)?;
-    record(sr, view.uuid, &VolumeRecord { size, ..view.record })?;
+    record(sr, view.uuid, &VolumeRecord { size, ..view.record.clone() })?;
     info!(volume = %view.uuid, size, "volume resized");
     Ok(())
 }
@@ -306,15 +369,30 @@ fn lock_limit(sr: &SrUri) -> Duration {
 }
 
 /// `Volume.destroy`: removes the volume at once from the SR. Its storage goes now if
-/// nothing depends on it; otherwise when its last dependant goes. Never flattens. A second
-/// destroy of the same key is `Volume_does_not_exist`; a destroy that failed half-way can be
-/// repeated.
+/// nothing depends on it (to the RBD trash, purged in the background); otherwise when its
+/// last dependant goes. Never flattens. Refused while the volume is open (a VM uses it).
+/// Idempotent: destroying a volume that is already gone succeeds (a retry after a crash),
+/// and removes what that crash left of its keys.
 pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
-    let _lock = SrLock::acquire(host, sr.uuid, lock_limit(sr))?;
+    let uuid = volume_uuid(key)?;
+    let _lock = SrLock::exclusive(host, sr.uuid, lock_limit(sr))?;
+    undo::replay(host, sr)?;
     let records = records::load(sr)?;
-    let view = find(&records, key)?;
-    let r = &view.record;
     let header = Header::of(sr);
+    let Some(view) = records.volume(uuid) else {
+        if let Some(unreadable) = records.unreadable_volume(uuid) {
+            return Err(unreadable);
+        }
+        for key in records.keys_of(uuid).iter().filter(|k| **k != MetaKey::Volume(uuid)) {
+            header.remove(key)?;
+        }
+        info!(volume = %uuid, "volume already destroyed");
+        return Ok(());
+    };
+    let r = &view.record;
+    if r.snap.is_none() && !rbd::watchers(&sr.conn, &sr.spec(&r.image))?.is_empty() {
+        return Err(OpError::InUse { key: key.to_owned() });
+    }
     let leaf = r.snap.as_ref().map_or_else(|| r.image.clone(), |s| format!("{}@{s}", r.image));
     let gone = match &r.snap {
         None => remove_image_if_free(sr, &r.image)?,
@@ -326,17 +404,28 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
         header.set_json(&MetaKey::Garbage(leaf.clone()), &GarbageRecord { parent: r.parent.clone() })?;
         info!(volume = %view.uuid, "volume kept for its dependants; reclaimed when they are gone");
     }
-    for key in records.keys_of(view.uuid) {
-        header.remove(&key)?;
+    // The record first: a call that writes a key of this volume from now on finds no
+    // record and takes its key back; then the other keys.
+    header.remove(&MetaKey::Volume(uuid))?;
+    for key in records.keys_of(uuid).iter().filter(|k| **k != MetaKey::Volume(uuid)) {
+        header.remove(key)?;
     }
     info!(volume = %view.uuid, storage_reclaimed = gone, "volume destroyed");
     if gone {
+        if r.snap.is_none() {
+            forget_snapshot_marks(sr, &records, &r.image)?;
+        }
         let next = match &r.snap {
             None => r.parent.clone(),
             Some(_) => reclaim_image_if_garbage(sr, &records, &r.image)?,
         };
         reclaim_chain(sr, &records, next)?;
+    } else {
+        // The last dependant may have been destroyed meanwhile (on another host) by a call
+        // that read the records before the mark existed: look again now that it does.
+        reclaim_marked(sr, &records::load(sr)?, &leaf)?;
     }
+    purge_later(host, sr);
     Ok(())
 }
 

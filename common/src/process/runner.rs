@@ -29,8 +29,9 @@ use tracing::debug;
 /// Where programs are looked up, in order. Fixed: `$PATH` is not trusted to be set.
 pub const SEARCH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The whole environment a child sees.
-pub const CHILD_ENV: &[(&str, &str)] = &[("PATH", SEARCH_PATH), ("LC_ALL", "C"), ("LANG", "C")];
+/// The whole environment a child sees. `TZ=UTC`: the times Ceph's tools print (image and
+/// snapshot timestamps) are then in UTC, whatever the host's zone.
+pub const CHILD_ENV: &[(&str, &str)] = &[("PATH", SEARCH_PATH), ("LC_ALL", "C"), ("LANG", "C"), ("TZ", "UTC")];
 
 /// How much of a child's stderr is kept in an error.
 pub const STDERR_CAP: usize = 4096;
@@ -198,9 +199,10 @@ pub struct Cmd<'a> {
 }
 
 impl<'a> Cmd<'a> {
-    /// A command that runs `program` for at most `timeout`.
+    /// A command that runs `program` for at most `timeout`, and never past what is left of
+    /// that limit in the current call ([`super::deadline`]).
     pub fn new(program: &'a Program, timeout: Duration) -> Self {
-        Cmd { program, args: Vec::new(), env: Vec::new(), stdin: None, timeout }
+        Cmd { program, args: Vec::new(), env: Vec::new(), stdin: None, timeout: super::deadline::remaining(timeout) }
     }
 
     /// Appends one argument.
@@ -243,6 +245,15 @@ impl<'a> Cmd<'a> {
     /// Runs the command to completion or to its time limit.
     pub fn run(self) -> Result<Output, CommandError> {
         let command = self.display();
+        if self.timeout.is_zero() {
+            debug!(target: "cephrbd::exec", program = self.program.name, %command, "not run: the call's time limit is spent");
+            return Err(CommandError::Failed {
+                program: self.program.name,
+                command,
+                status: Status::TimedOut(self.timeout),
+                stderr: "not started: the call's time limit was already spent".to_owned(),
+            });
+        }
         debug!(target: "cephrbd::exec", program = self.program.name, timeout_s = self.timeout.as_secs_f64(), %command, "exec");
         let started = Instant::now();
         let mut child = self.spawn()?;
@@ -284,6 +295,36 @@ impl<'a> Cmd<'a> {
             Ok(()) => Ok(Output { stdout, stderr, elapsed }),
             Err(status) => Err(CommandError::Failed { program: self.program.name, command, status, stderr }),
         }
+    }
+
+    /// Starts the command in a session of its own and returns at once: it outlives this
+    /// process, with no stdin, stdout or stderr (nothing reaches the protocol answer), and no
+    /// time limit of ours. Only for work that may be interrupted and resumed (a trash
+    /// purge): wrap it in `timeout` to bound it.
+    pub fn spawn_detached(self) -> Result<(), CommandError> {
+        debug!(target: "cephrbd::exec", program = self.program.name, command = %self.display(), "exec detached");
+        let mut cmd = Command::new(&self.program.path);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(CHILD_ENV.iter().copied())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|source| CommandError::Spawn { program: self.program.path.display().to_string(), source })?;
+        // Reaped by init once this process exits; a thread reaps it sooner if we live on.
+        thread::spawn(move || {
+            let mut child = child;
+            drop(child.wait());
+        });
+        Ok(())
     }
 
     fn spawn(&self) -> Result<Child, CommandError> {

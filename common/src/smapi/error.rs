@@ -54,8 +54,11 @@ fn params(err: &OpError) -> (&'static str, String) {
         OpError::VolumeDoesNotExist { key } => return ("Volume_does_not_exist", key.clone()),
         OpError::SrDoesNotExist { uuid, .. } => return ("SR_does_not_exist", uuid.clone()),
         OpError::PoolNotFound { .. } => "Pool_does_not_exist",
+        OpError::Unreadable { .. } => "SR_records_unreadable",
+        OpError::LayoutTooNew { .. } => "SR_layout_too_new",
         OpError::NamespaceInUse { .. } => "SR_namespace_in_use",
         OpError::SrNotEmpty { .. } => "SR_not_empty",
+        OpError::InUse { .. } => "Volume_in_use",
         OpError::ReadOnly { .. } => "Volume_read_only",
         OpError::Shrink { .. } => "Volume_shrink_refused",
         OpError::Locked { .. } => "SR_busy",
@@ -79,7 +82,8 @@ fn request_name(err: &RequestError) -> &'static str {
         | RequestError::Invalid { .. }
         | RequestError::CommandLine { .. }
         | RequestError::BadUri { .. }
-        | RequestError::BadSize { .. } => "Invalid_request",
+        | RequestError::BadSize { .. }
+        | RequestError::TooLong { .. } => "Invalid_request",
         RequestError::UnknownMethod { .. } => "Unimplemented",
         RequestError::UnknownConfigKey { .. }
         | RequestError::MissingConfigKey { .. }
@@ -96,6 +100,7 @@ fn ceph_name(err: &CephError) -> &'static str {
         CephError::Refused { .. } => "Ceph_request_refused",
         CephError::PermissionDenied { .. } => "Ceph_permission_denied",
         CephError::Unreachable { .. } => "Ceph_unreachable",
+        CephError::TimedOut { .. } => "Timed_out",
         CephError::NoSpace { .. } => "Ceph_no_space",
         CephError::Failed { source } => command_name(source),
         CephError::BadOutput { .. } => "Ceph_bad_output",

@@ -159,6 +159,7 @@ pub fn main(exe: &'static Executable) -> ExitCode {
 
 /// Serves one invocation: `argv` as the process got it, `stdin` for `--json` mode.
 pub fn run(exe: &'static Executable, argv: &[OsString], stdin: &mut dyn Read) -> Answer {
+    crate::process::deadline::start();
     let invoked = argv.first().map(basename).unwrap_or_default();
     let (name, rest) = if exe.implements(&invoked) || !invoked.eq_ignore_ascii_case(exe.name) {
         (invoked, argv.get(1..).unwrap_or_default())

@@ -34,7 +34,7 @@ processes at once on 2 CPUs). Closing the rest: keep images named after their ke
 are) and act first, reading the records only on the error path (resize can rely on `rbd \
 resize` refusing to shrink), or keep the process alive (a per-host daemon holding a librados connection: one `rbd` command \
 costs ~30 ms of process start and monitor handshake, the same call through librados \
-under 1 ms, ceph-lab.md §4).\n\
+under 1 ms, docs/ceph-lab.md, Control-path latency).\n\
 - *SR.ls (and Volume.stat) at 1000 volumes* read one header holding ~3 image-meta keys \
 per volume; the command count stays at one, but `rbd image-meta list` (librbd pages \
 through the header's omap) and parsing grow with the keys. Closing it: one key per volume \
