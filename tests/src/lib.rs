@@ -14,6 +14,7 @@
 //! [`Chroot`] runs the plugins (see [`Plugin::inside`]) or any program inside a Debian
 //! chroot of another Ceph release (`scripts/compat-lab/`).
 
+pub mod kernel_lab;
 pub mod xapi;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,165 @@
+//! The kernel lab: runs one command in a throwaway Linux guest that has `rbd.ko` and
+//! `nbd.ko` (Debian's 6.1 kernel under QEMU), through `scripts/kernel-lab/run`
+//! (docs/kernel-lab.md).
+//!
+//! The guest sees the host's whole filesystem at the same paths (writes stay in the guest),
+//! fresh `/run` and `/var/log`, udev running, and the host's test cluster at its usual
+//! `127.0.0.1` addresses. The command runs as root in the test's current directory with a
+//! minimal `PATH` and only the environment given here. Directories passed in `share` are
+//! live and writable: what the command writes there is on the host afterwards.
+//!
+//! A failure of the lab itself (no boot, kernel panic, hung guest) panics with the tail of
+//! the guest's serial console; the command's own failure is an ordinary [`GuestOutcome`].
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What the command did in the guest.
+#[derive(Debug, Clone)]
+pub struct GuestOutcome {
+    /// The command's exit status (124 when it was killed at the limit: see `timed_out`).
+    pub status: i32,
+    /// True when the command did not finish within its limit and was killed.
+    pub timed_out: bool,
+    /// Everything the command printed on stdout.
+    pub stdout: String,
+    /// Everything the command printed on stderr.
+    pub stderr: String,
+    /// The guest's serial console (kernel messages, the lab's own steps).
+    pub console_log_path: PathBuf,
+    /// From QEMU's start until the guest was ready to run the command.
+    pub boot: Duration,
+    /// How long the command ran.
+    pub elapsed: Duration,
+}
+
+/// Less common settings of a guest.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Kernel modules absent from the guest's module tree (`modprobe` fails for them as on
+    /// a host whose kernel lacks them), e.g. `["rbd"]`.
+    pub no_modules: Vec<String>,
+    /// Limit on the boot (the script's default when `None`: 240 s under TCG).
+    pub boot_timeout: Option<Duration>,
+}
+
+/// The lab's entry point, relative to this crate.
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kernel-lab/run")
+}
+
+/// Runs `cmd` in a fresh guest with `env` as its environment (plus `PATH`, `HOME`,
+/// `KERNEL_LAB_GUEST=1`) and `share` visible and writable at the same paths; the command
+/// is killed after `limit`. Panics when the lab itself fails.
+pub fn run(cmd: &[&str], env: &[(&str, &str)], share: &[&Path], limit: Duration) -> GuestOutcome {
+    run_with(&Options::default(), cmd, env, share, limit)
+}
+
+/// [`run`] with [`Options`].
+pub fn run_with(
+    options: &Options,
+    cmd: &[&str],
+    env: &[(&str, &str)],
+    share: &[&Path],
+    limit: Duration,
+) -> GuestOutcome {
+    assert!(!cmd.is_empty(), "kernel_lab::run needs a command");
+    let report = std::env::temp_dir().join(format!("cephrbd-kernel-lab-report-{}", uuid::Uuid::new_v4()));
+    let limit_s = limit.as_secs().max(1) + u64::from(limit.subsec_nanos() > 0);
+    let boot_s = options.boot_timeout.map(|b| b.as_secs().max(1));
+
+    let mut command = Command::new(script());
+    command.arg("--quiet").arg("--timeout").arg(limit_s.to_string()).arg("--report").arg(&report);
+    if let Some(b) = boot_s {
+        command.arg("--boot-timeout").arg(b.to_string());
+    }
+    for dir in share {
+        command.arg("--share").arg(dir);
+    }
+    for (key, value) in env {
+        command.arg("--env").arg(format!("{key}={value}"));
+    }
+    for module in &options.no_modules {
+        command.arg("--no-module").arg(module);
+    }
+    command.arg("--").args(cmd);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+
+    let started = Instant::now();
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", script().display()));
+    let stdout = reader(child.stdout.take());
+    let stderr = reader(child.stderr.take());
+    // The script limits every step itself; this is only a backstop against the script
+    // hanging (install, boot, command, 30 s grace, power-off).
+    let backstop = Duration::from_secs(boot_s.unwrap_or(240) + limit_s + 300);
+    let exit = wait_or_stop(&mut child, backstop);
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    let fields: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+
+    let Some(exit) = exit else {
+        panic!(
+            "kernel lab: {} did not finish within {} s: stopped\n--- stderr ---\n{stderr}",
+            script().display(),
+            backstop.as_secs()
+        );
+    };
+    match fields.get("result").copied() {
+        Some("ok" | "timeout") => {}
+        result => panic!(
+            "kernel lab failure ({}; exit {exit:?}, after {:.1} s) running {cmd:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+            result.unwrap_or("no report"),
+            started.elapsed().as_secs_f64()
+        ),
+    }
+    let millis = |key: &str| Duration::from_millis(fields.get(key).and_then(|v| v.parse().ok()).unwrap_or(0));
+    GuestOutcome {
+        status: fields.get("status").and_then(|s| s.parse().ok()).or(exit).unwrap_or(-1),
+        timed_out: fields.get("result") == Some(&"timeout"),
+        stdout,
+        stderr,
+        console_log_path: PathBuf::from(fields.get("console_log").copied().unwrap_or_default()),
+        boot: millis("boot_ms"),
+        elapsed: millis("cmd_ms"),
+    }
+}
+
+fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Waits for the script; past `limit`, asks it to stop (SIGTERM: it then kills its QEMU and
+/// reports), and kills it 15 s later. `Some(exit code)`, or `None` when it had to be stopped.
+fn wait_or_stop(child: &mut Child, limit: Duration) -> Option<Option<i32>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.code()),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+            _ => break,
+        }
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let grace = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
