@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use tracing::{error, info, info_span, warn};
@@ -154,8 +155,23 @@ impl Request {
     }
 }
 
-/// Serves one invocation: returns the `methodResponse` document to print.
+/// Serves one invocation: returns the `methodResponse` document to print. Never panics: a
+/// panic anywhere in the command (a bug of ours) becomes an `SMGeneral` fault, so xapi
+/// still reads exactly one document and exit status 0.
 pub fn run(argv: &[OsString]) -> String {
+    panic::catch_unwind(AssertUnwindSafe(|| serve(argv))).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        let fault = Fault::new(202, format!("internal error: the driver panicked: {message}"));
+        error!("{}", fault.detail);
+        fault.render()
+    })
+}
+
+fn serve(argv: &[OsString]) -> String {
     let request = match Request::parse(argv) {
         Ok(r) => r,
         Err(f) => {
@@ -165,6 +181,7 @@ pub fn run(argv: &[OsString]) -> String {
     };
     let span = info_span!("legacy", command = %request.command, sr = request.sr_uuid.as_deref().unwrap_or(""));
     let _entered = span.enter();
+    common::process::inject::panic_point(&request.command);
     match dispatch(&request) {
         Ok(value) => xmlrpc::response(&value),
         Err(f) => {

@@ -302,12 +302,18 @@ impl Run {
 /// Runs `/opt/xensource/sm/CephRBDSR <document>` as xapi's forkexecd does: no stdin, only
 /// `PATH=/sbin:/usr/sbin:/bin:/usr/bin`, plus the test's socket and state directory.
 pub fn run_driver(document: &str, xapi_socket: &Path, run_dir: &Path) -> Run {
+    run_driver_with(document, xapi_socket, run_dir, &[])
+}
+
+/// [`run_driver`] with more environment variables (`CEPHRBD_LOG`, fault injection).
+pub fn run_driver_with(document: &str, xapi_socket: &Path, run_dir: &Path, env: &[(&str, &str)]) -> Run {
     let out = Command::new(crate::binary("CephRBDSR"))
         .arg(document)
         .env_clear()
         .env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin")
         .env("CEPHRBD_XAPI_SOCKET", xapi_socket)
         .env("CEPHRBD_RUN_DIR", run_dir)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run CephRBDSR");

@@ -1,5 +1,7 @@
-//! The bottom layer: starting external programs ([`runner`]) and logging ([`log`]). It
-//! depends on nothing else in the crate; every other layer runs programs through it.
+//! The bottom layer: starting external programs ([`runner`]), logging ([`log`]), and the
+//! test-only fault injection ([`inject`]). It depends on nothing else in the crate; every
+//! other layer runs programs through it.
 
+pub mod inject;
 pub mod log;
 pub mod runner;

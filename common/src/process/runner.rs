@@ -279,7 +279,7 @@ impl<'a> Cmd<'a> {
         let stderr = tidy_stderr(&collect(stderr));
         debug!(target: "cephrbd::exec", program = self.program.name, elapsed_ms = elapsed.as_secs_f64() * 1e3,
                ok = status.is_ok(), "exec done");
-        crash_point();
+        super::inject::after_command();
         match status {
             Ok(()) => Ok(Output { stdout, stderr, elapsed }),
             Err(status) => Err(CommandError::Failed { program: self.program.name, command, status, stderr }),
@@ -333,25 +333,6 @@ pub fn alive_with(pid: i32, marker: &str) -> bool {
 pub fn signal(pid: i32, signal: libc::c_int) -> bool {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid, signal) == 0 }
-}
-
-/// The environment variable that makes the process kill itself (SIGKILL) right after its
-/// Nth external command completes: the crash tests' fault injection. Unset in production.
-pub const CRASH_AFTER_VAR: &str = "CEPHRBD_CRASH_AFTER";
-
-fn crash_point() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
-    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
-    static DONE: AtomicUsize = AtomicUsize::new(0);
-    let Some(limit) = *LIMIT.get_or_init(|| std::env::var(CRASH_AFTER_VAR).ok().and_then(|v| v.parse().ok())) else {
-        return;
-    };
-    if DONE.fetch_add(1, Ordering::SeqCst) + 1 == limit {
-        tracing::warn!(limit, "{CRASH_AFTER_VAR}: killing this process after command {limit}");
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
 }
 
 fn kill_group(pid: u32) {
