@@ -96,6 +96,7 @@ impl DeviceConfig {
     /// without one, cephx would retry until the time limit instead of failing.
     pub fn check_keyring(&self) -> Result<(), RequestError> {
         let Some(path) = &self.keyring else { return Ok(()) };
+        crate::process::secrets::learn_keyring(path);
         let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
         let entity = format!("client.{}", self.ceph_user);
         let sections: Vec<&str> = text

@@ -5,6 +5,7 @@
 
 use common::ceph::Kind;
 use common::error::{chain, OpError, RequestError};
+use common::process::secrets;
 
 use crate::xenapi::XenApiError;
 use crate::xmlrpc;
@@ -42,9 +43,10 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// A fault with this code and detail.
+    /// A fault with this code and detail. The detail is scrubbed of every secret the
+    /// process knows ([`secrets::scrub`]): it reaches xapi's log and the administrator.
     pub fn new(code: i64, detail: impl Into<String>) -> Self {
-        Fault { code, detail: detail.into() }
+        Fault { code, detail: secrets::scrub(&detail.into()) }
     }
 
     /// The fault for an operation error; `command_code` is the failing command's own code

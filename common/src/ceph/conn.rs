@@ -4,16 +4,20 @@
 //! Callers never see a `Command`: they call [`Conn::rbd`] / [`Conn::ceph`] (or the typed
 //! wrappers of [`crate::ceph::rbd`] built on them), which run through
 //! [`crate::process::runner`]. No secret is ever on a command line: the key is read by the
-//! tool from the keyring file.
+//! tool from the keyring file. Before the first command, the keys of that keyring (and of
+//! every other file Ceph may read one from) are learnt by value ([`Conn::learn_secrets`]),
+//! so that a tool printing one cannot leak it.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
 use super::error::{classify, CephError, Kind};
 use crate::process::runner::{Cmd, CommandError, Output, Program};
+use crate::process::secrets;
 
 /// The programs of the Ceph driver, resolved once per process.
 fn program(name: &'static str, cell: &'static OnceLock<Result<Program, String>>) -> Result<Program, CommandError> {
@@ -99,7 +103,51 @@ impl Conn {
         parse_json(&out.stdout, "null", || format!("ceph {}", full.join(" ")))
     }
 
+    /// Learns every key Ceph may read for this connection ([`secrets`]), so that none can
+    /// surface in an error or a log line: the keyring given (or, without one, those
+    /// ceph.conf names and Ceph's default search list), key files, and keys written in
+    /// ceph.conf itself. Each file is read once per process.
+    pub fn learn_secrets(&self) {
+        static CONFS: Mutex<BTreeSet<(PathBuf, String)>> = Mutex::new(BTreeSet::new());
+        let first = CONFS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((self.conf.clone(), self.id.clone()));
+        if let Some(keyring) = &self.keyring {
+            secrets::learn_keyring(keyring);
+        }
+        if !first {
+            return;
+        }
+        secrets::learn_keyring(&self.conf);
+        let text = std::fs::read_to_string(&self.conf).unwrap_or_default();
+        let mut files: Vec<String> = conf_values(&text, "keyfile");
+        if self.keyring.is_none() {
+            files.extend(
+                conf_values(&text, "keyring")
+                    .iter()
+                    .chain([&DEFAULT_KEYRING.to_owned()])
+                    .flat_map(|list| list.split([',', ';']).map(|p| self.expand(p.trim())).collect::<Vec<_>>()),
+            );
+        }
+        for file in files.iter().filter(|f| !f.is_empty()) {
+            secrets::learn_keyring(Path::new(file));
+        }
+    }
+
+    /// Expands Ceph's metavariables in a configured path (`$cluster`, `$name`, `$id`,
+    /// `$type`).
+    fn expand(&self, path: &str) -> String {
+        let name = format!("client.{}", self.id);
+        [("cluster", "ceph"), ("name", name.as_str()), ("id", self.id.as_str()), ("type", "client")]
+            .iter()
+            .fold(path.to_owned(), |p, (var, value)| {
+                p.replace(&format!("${{{var}}}"), value).replace(&format!("${var}"), value)
+            })
+    }
+
     fn run(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        self.learn_secrets();
         Cmd::new(program, self.timeout)
             .args(self.prefix())
             .args(args)
@@ -124,6 +172,21 @@ impl Conn {
             Kind::Other => CephError::Failed { source },
         }
     }
+}
+
+/// Where Ceph looks for a keyring when nothing names one (`keyring`'s default).
+const DEFAULT_KEYRING: &str =
+    "/etc/ceph/$cluster.$name.keyring,/etc/ceph/$cluster.keyring,/etc/ceph/keyring,/etc/ceph/keyring.bin";
+
+/// Every value of option `name` in a ceph.conf, in any section.
+fn conf_values(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with(['#', ';', '[']))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| secrets::option_name(k) == name)
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .collect()
 }
 
 fn parse_json<T: DeserializeOwned>(stdout: &[u8], empty: &str, command: impl Fn() -> String) -> Result<T, CephError> {

@@ -55,6 +55,7 @@ impl Daemon {
             return Ok(());
         }
         self.remove_files();
+        conn.learn_secrets();
         let program = qsd()?;
         let mut blockdev = format!(
             "driver=rbd,node-name=disk,pool={},image={},conf={},user={},cache.direct=on,read-only={}",

@@ -11,8 +11,11 @@
 //! - on failure returns a [`CommandError`] that keeps the exit status (or signal, or time
 //!   limit) and the trimmed, capped, redacted stderr.
 //!
-//! [`redact`] is the one function that hides secrets, used for the log line and the error
-//! alike. (cephrbd never puts a secret on a command line; the redaction is a second fence.)
+//! [`redact`] hides secrets by pattern (`--key V`, `key=V`) and
+//! [`secrets::scrub`](super::secrets::scrub) by value (every key the driver can know),
+//! for the log line and the error alike: both the command line and the child's stderr
+//! (where Ceph prints an undecodable key) go through both. cephrbd never puts a secret on
+//! a command line; the redaction is a second fence.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -25,6 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
+
+use super::secrets;
 
 /// Where programs are looked up, in order. Fixed: `$PATH` is not trusted to be set.
 pub const SEARCH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -237,7 +242,7 @@ impl<'a> Cmd<'a> {
         let mut words: Vec<String> = self.env.iter().map(|(k, v)| redact_text(&format!("{k}={v:?}"))).collect();
         words.push(self.program.name.to_owned());
         words.extend(redact(&self.args));
-        words.join(" ")
+        secrets::scrub(&words.join(" "))
     }
 
     /// Runs the command to completion or to its time limit.
@@ -355,7 +360,8 @@ fn exit_status(status: ExitStatus) -> Result<(), Status> {
 
 fn tidy_stderr(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
-    let text = redact_text(text.trim());
+    // Scrubbed whole, before the cap: a cut must never leave half a secret.
+    let text = secrets::scrub(&redact_text(text.trim()));
     if text.len() <= STDERR_CAP {
         return text;
     }
