@@ -92,12 +92,17 @@ impl DeviceConfig {
         }
     }
 
-    /// Checks that the keyring, when one is named and readable, holds a key for the user:
-    /// without one, cephx would retry until the time limit instead of failing.
+    /// Checks that the keyring, when one is named, can be read and holds a section for the
+    /// user: without one, cephx would retry until the time limit instead of failing, and
+    /// Ceph reports a keyring it cannot find as ENOENT, as if the pool were missing.
     pub fn check_keyring(&self) -> Result<(), RequestError> {
         let Some(path) = &self.keyring else { return Ok(()) };
         crate::process::secrets::learn_keyring(path);
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+        let text = std::fs::read_to_string(path).map_err(|e| RequestError::BadConfigValue {
+            key: "keyring",
+            value: path.display().to_string(),
+            reason: format!("cannot be read: {e}"),
+        })?;
         let entity = format!("client.{}", self.ceph_user);
         let sections: Vec<&str> = text
             .lines()

@@ -88,10 +88,15 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
         OpError::SrDoesNotExist { .. } | OpError::PoolNotFound { .. } => 47,
         OpError::NamespaceInUse { .. } => 16,
         OpError::Ceph(c) => match c.kind() {
-            Kind::Unreachable | Kind::PermissionDenied => 47,
+            Kind::Unreachable | Kind::PermissionDenied | Kind::Keyring | Kind::NoMonitors | Kind::ConfUnreadable => 47,
             Kind::Busy => 24,
             Kind::NoSpace => 44,
-            Kind::NotFound | Kind::AlreadyExists | Kind::HasSnapshots | Kind::Invalid | Kind::Other => command_code,
+            Kind::NotFound
+            | Kind::AlreadyExists
+            | Kind::HasSnapshots
+            | Kind::Invalid
+            | Kind::KernelModule
+            | Kind::Other => command_code,
         },
         OpError::Rollback { cause, .. } => code_of(command_code, cause),
         OpError::ReadOnly { .. }

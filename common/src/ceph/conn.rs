@@ -146,6 +146,14 @@ impl Conn {
             })
     }
 
+    /// The keyring file in use, for messages: the one given, or where Ceph looks.
+    fn keyring_description(&self) -> String {
+        match &self.keyring {
+            Some(path) => path.display().to_string(),
+            None => format!("the keyring {} names (or /etc/ceph/ceph.client.{}.keyring)", self.conf.display(), self.id),
+        }
+    }
+
     fn run(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {
         self.learn_secrets();
         Cmd::new(program, self.timeout)
@@ -169,7 +177,15 @@ impl Conn {
             Kind::PermissionDenied => CephError::PermissionDenied { user: self.id.clone(), source },
             Kind::Unreachable => CephError::Unreachable { limit: self.timeout, source },
             Kind::NoSpace => CephError::NoSpace { source },
-            Kind::Other => CephError::Failed { source },
+            Kind::Keyring => CephError::Keyring {
+                user: self.id.clone(),
+                keyring: self.keyring_description(),
+                source: Box::new(source),
+            },
+            Kind::NoMonitors => CephError::NoMonitors { conf: self.conf.display().to_string(), source },
+            Kind::ConfUnreadable => CephError::ConfUnreadable { conf: self.conf.display().to_string(), source },
+            // `classify` never says so: only `krbd::map` recognises a missing module.
+            Kind::KernelModule | Kind::Other => CephError::Failed { source },
         }
     }
 }

@@ -100,6 +100,10 @@ fn ceph_name(err: &CephError) -> &'static str {
         CephError::PermissionDenied { .. } => "Ceph_permission_denied",
         CephError::Unreachable { .. } => "Ceph_unreachable",
         CephError::NoSpace { .. } => "Ceph_no_space",
+        CephError::Keyring { .. } => "Ceph_keyring_unusable",
+        CephError::NoMonitors { .. } => "Ceph_no_monitors",
+        CephError::ConfUnreadable { .. } => "Ceph_config_unreadable",
+        CephError::KernelModule { .. } => "Kernel_module_missing",
         CephError::Failed { source } => command_name(source),
         CephError::BadOutput { .. } => "Ceph_bad_output",
     }
