@@ -51,22 +51,82 @@ pub struct Conn {
     pub timeout: Duration,
 }
 
+/// Why a value cannot be handed to Ceph as a name (pool, namespace, user): it would be read
+/// as an option or split an image spec. `None` when it can.
+pub fn name_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some("must not be empty".to_owned());
+    }
+    if value.starts_with('-') {
+        return Some("must not start with '-'".to_owned());
+    }
+    value
+        .chars()
+        .find(|c| matches!(c, '/' | '@') || c.is_whitespace() || c.is_control())
+        .map(|c| format!("must not contain {c:?}"))
+}
+
+/// Why a path cannot be handed to Ceph (ceph.conf, keyring): it must be absolute (never
+/// read as an option, never relative to a working directory), without control characters,
+/// and without `,` or `;`, which Ceph reads as separators of a search list. Spaces are
+/// fine: the path always travels whole (one argument, one environment variable).
+pub fn path_problem(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    if !path.is_absolute() {
+        return Some("must be an absolute path".to_owned());
+    }
+    text.chars()
+        .find(|c| matches!(c, ',' | ';') || c.is_control())
+        .map(|c| format!("must not contain {c:?} (Ceph reads ',' and ';' as separators of a list of paths)"))
+}
+
+/// Why a monitor list cannot be handed to Ceph: it must hold no whitespace (Ceph splits
+/// `CEPH_ARGS` on spaces: `1.2.3.4 --log-file /x` would add options) and not start with
+/// `-`. Separate addresses with `,`.
+pub fn mon_host_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some("must not be empty".to_owned());
+    }
+    if value.starts_with('-') {
+        return Some("must not start with '-'".to_owned());
+    }
+    value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+        .map(|c| format!("must not contain {c:?} (separate monitor addresses with ',')"))
+}
+
 impl Conn {
-    /// The arguments every `rbd`/`ceph` call starts with.
+    /// The first setting that cannot be handed to Ceph, as (name, value, reason); `None`
+    /// when every one can. device-config and URI parsing refuse such values up front; the
+    /// driver checks again before every command.
+    pub fn problem(&self) -> Option<(&'static str, String, String)> {
+        let path = |name: &'static str, p: &Path| path_problem(p).map(|why| (name, p.display().to_string(), why));
+        path("ceph_conf", &self.conf)
+            .or_else(|| name_problem(&self.id).map(|why| ("ceph_user", self.id.clone(), why)))
+            .or_else(|| self.keyring.as_deref().and_then(|k| path("keyring", k)))
+            .or_else(|| {
+                self.mon_host.as_deref().and_then(|m| mon_host_problem(m).map(|why| ("mon_host", m.to_owned(), why)))
+            })
+    }
+
+    /// The arguments every `rbd`/`ceph` call starts with, each `--name=value` in one
+    /// argument, so that no value is ever read as an option (whatever it starts with, for
+    /// Ceph's parser and for the `ceph` tool's Python one alike).
     ///
     /// Ceph's own client time limits are set a little below the wall-clock limit, so that
     /// the tool usually gives up by itself with a clear message before the runner kills it.
     pub fn prefix(&self) -> Vec<String> {
         let client_limit = self.timeout.saturating_sub(Duration::from_secs(1)).max(Duration::from_secs(1)).as_secs();
-        let mut args = vec!["--conf".to_owned(), self.conf.display().to_string(), "--id".to_owned(), self.id.clone()];
+        let mut args = vec![format!("--conf={}", self.conf.display()), format!("--id={}", self.id)];
         if let Some(keyring) = &self.keyring {
-            args.extend(["--keyring".to_owned(), keyring.display().to_string()]);
+            args.push(format!("--keyring={}", keyring.display()));
         }
         if let Some(mon) = &self.mon_host {
-            args.extend(["--mon-host".to_owned(), mon.clone()]);
+            args.push(format!("--mon-host={mon}"));
         }
         for option in ["--client-mount-timeout", "--rados-mon-op-timeout", "--rados-osd-op-timeout"] {
-            args.extend([option.to_owned(), client_limit.to_string()]);
+            args.push(format!("{option}={client_limit}"));
         }
         args
     }
@@ -80,7 +140,7 @@ impl Conn {
     /// Runs `ceph <prefix> <args>`; `what` names the object for error messages.
     pub fn ceph(&self, what: &str, args: &[&str]) -> Result<Output, CephError> {
         let program = ceph_program().map_err(|source| CephError::Failed { source })?;
-        let mut full = vec!["--connect-timeout".to_owned(), self.timeout.as_secs().to_string()];
+        let mut full = vec![format!("--connect-timeout={}", self.timeout.as_secs())];
         full.extend(args.iter().map(|a| (*a).to_owned()));
         let full: Vec<&str> = full.iter().map(String::as_str).collect();
         self.run(&program, what, &full)
@@ -90,7 +150,7 @@ impl Conn {
     /// `empty` (some subcommands print nothing when there is nothing to list).
     pub fn rbd_json<T: DeserializeOwned>(&self, what: &str, args: &[&str], empty: &str) -> Result<T, CephError> {
         let mut full = args.to_vec();
-        full.extend(["--format", "json"]);
+        full.push("--format=json");
         let out = self.rbd(what, &full)?;
         parse_json(&out.stdout, empty, || format!("rbd {}", full.join(" ")))
     }
@@ -98,7 +158,7 @@ impl Conn {
     /// Runs `ceph … --format json` and parses stdout as `T`.
     pub fn ceph_json<T: DeserializeOwned>(&self, what: &str, args: &[&str]) -> Result<T, CephError> {
         let mut full = args.to_vec();
-        full.extend(["--format", "json"]);
+        full.push("--format=json");
         let out = self.ceph(what, &full)?;
         parse_json(&out.stdout, "null", || format!("ceph {}", full.join(" ")))
     }
@@ -155,6 +215,9 @@ impl Conn {
     }
 
     fn run(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        if let Some((name, value, reason)) = self.problem() {
+            return Err(CephError::BadSetting { name, value, reason });
+        }
         self.learn_secrets();
         Cmd::new(program, self.timeout)
             .args(self.prefix())
@@ -228,8 +291,31 @@ mod tests {
     #[test]
     fn prefix_carries_identity_and_client_time_limits() {
         let p = conn().prefix();
-        assert_eq!(&p[..6], ["--conf", "/etc/ceph/ceph.conf", "--id", "xcp", "--keyring", "/etc/ceph/k"]);
-        assert!(p.windows(2).any(|w| w == ["--rados-osd-op-timeout", "29"]), "{p:?}");
-        assert!(p.windows(2).any(|w| w == ["--client-mount-timeout", "29"]), "{p:?}");
+        assert_eq!(&p[..3], ["--conf=/etc/ceph/ceph.conf", "--id=xcp", "--keyring=/etc/ceph/k"]);
+        assert!(p.iter().any(|a| a == "--rados-osd-op-timeout=29"), "{p:?}");
+        assert!(p.iter().any(|a| a == "--client-mount-timeout=29"), "{p:?}");
+    }
+
+    /// Issue 14 item 7: no configuration value can become an option.
+    #[test]
+    fn values_that_could_be_read_as_options_are_refused() {
+        let attack = "127.0.0.1:3300 --log-file /tmp/x --debug-auth 30";
+        let mut c = conn();
+        c.mon_host = Some(attack.to_owned());
+        assert_eq!(c.problem().map(|p| p.0), Some("mon_host"));
+        c.mon_host = Some("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],10.0.0.2".to_owned());
+        assert_eq!(c.problem(), None);
+        c.keyring = Some(PathBuf::from("--debug-auth=30"));
+        assert_eq!(c.problem().map(|p| p.0), Some("keyring"));
+        c.keyring = Some(PathBuf::from("/etc/ceph/my keyring"));
+        assert_eq!(c.problem(), None, "spaces in paths are fine");
+        c.keyring = Some(PathBuf::from("/etc/ceph/a,/tmp/b"));
+        assert_eq!(c.problem().map(|p| p.0), Some("keyring"));
+        c.keyring = None;
+        c.conf = PathBuf::from("ceph.conf");
+        assert_eq!(c.problem().map(|p| p.0), Some("ceph_conf"));
+        c.conf = PathBuf::from("/etc/ceph/ceph.conf");
+        c.id = "-x".to_owned();
+        assert_eq!(c.problem().map(|p| p.0), Some("ceph_user"));
     }
 }

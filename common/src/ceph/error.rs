@@ -218,6 +218,17 @@ pub enum CephError {
         #[source]
         source: CommandError,
     },
+    /// A connection setting that cannot be handed to Ceph (device-config and URI parsing
+    /// refuse these first; this is the driver's second check, before any command).
+    #[error("{name} {value:?} cannot be handed to Ceph: {reason}")]
+    BadSetting {
+        /// The setting (`mon_host`, `keyring`, …).
+        name: &'static str,
+        /// Its value (never a secret: paths and addresses).
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// A tool answered with output we cannot parse.
     #[error("cannot parse the output of `{command}`: {detail}")]
     BadOutput {
@@ -244,7 +255,8 @@ impl CephError {
             CephError::NoMonitors { .. } => Kind::NoMonitors,
             CephError::ConfUnreadable { .. } => Kind::ConfUnreadable,
             CephError::KernelModule { .. } => Kind::KernelModule,
-            CephError::Failed { .. } | CephError::BadOutput { .. } => Kind::Other,
+            // Never Invalid: idempotent steps read Invalid as "already done".
+            CephError::Failed { .. } | CephError::BadSetting { .. } | CephError::BadOutput { .. } => Kind::Other,
         }
     }
 
@@ -264,7 +276,7 @@ impl CephError {
             | CephError::KernelModule { source, .. }
             | CephError::Failed { source } => Some(source),
             CephError::Keyring { source, .. } => Some(source),
-            CephError::BadOutput { .. } => None,
+            CephError::BadSetting { .. } | CephError::BadOutput { .. } => None,
         }
     }
 
@@ -284,7 +296,7 @@ impl CephError {
             | CephError::KernelModule { source, .. }
             | CephError::Failed { source } => Ok(source),
             CephError::Keyring { source, .. } => Ok(*source),
-            other @ CephError::BadOutput { .. } => Err(other),
+            other @ (CephError::BadSetting { .. } | CephError::BadOutput { .. }) => Err(other),
         }
     }
 }

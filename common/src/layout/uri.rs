@@ -18,6 +18,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::names;
+use crate::ceph::conn;
 use crate::ceph::{Conn, ImageSpec};
 use crate::config::{DeviceConfig, DEFAULT_FEATURES};
 use crate::error::RequestError;
@@ -120,13 +121,23 @@ fn conn_from(parts: &Parts, text: &str, what: &'static str) -> Result<Conn, Requ
     let bad = |reason: &str| RequestError::BadUri { what, uri: text.to_owned(), reason: reason.to_owned() };
     let timeout =
         parts.get("timeout").ok_or_else(|| bad("no timeout"))?.parse::<u64>().map_err(|_| bad("bad timeout"))?;
-    Ok(Conn {
+    let conn = Conn {
         conf: PathBuf::from(parts.get("conf").ok_or_else(|| bad("no conf"))?),
         id: parts.get("id").ok_or_else(|| bad("no id"))?.to_owned(),
         keyring: parts.get("keyring").map(PathBuf::from),
         mon_host: parts.get("mon_host").map(str::to_owned),
         timeout: Duration::from_secs(timeout.max(1)),
-    })
+    };
+    // A URI is as untrusted as device-config: no value may become a Ceph option.
+    if let Some((name, value, reason)) = conn.problem() {
+        return Err(bad(&format!("{name} {value:?} {reason}")));
+    }
+    for segment in parts.segments.iter().take(2) {
+        if let Some(reason) = conn::name_problem(segment) {
+            return Err(bad(&format!("pool or namespace {segment:?} {reason}")));
+        }
+    }
+    Ok(conn)
 }
 
 /// The SR string: everything a call needs to reach the SR.
@@ -319,6 +330,28 @@ mod tests {
             conn: conn(),
         };
         assert_eq!(VolumeUri::parse(&v.render()), Ok(v));
+    }
+
+    /// Issue 14 item 7: a URI cannot smuggle options either.
+    #[test]
+    fn uris_whose_values_could_become_options_are_refused() {
+        let mut v = VolumeUri {
+            scheme: "cephrbd+qsd".to_owned(),
+            pool: "p".to_owned(),
+            namespace: "n".to_owned(),
+            image: "v-1".to_owned(),
+            snap: None,
+            volume: Uuid::new_v4(),
+            conn: conn(),
+        };
+        v.conn.mon_host = Some("127.0.0.1:3300 --log-file /tmp/x --debug-auth 30".to_owned());
+        assert!(VolumeUri::parse(&v.render()).is_err());
+        v.conn.mon_host = None;
+        v.conn.keyring = Some(PathBuf::from("k"));
+        assert!(VolumeUri::parse(&v.render()).is_err(), "relative keyring");
+        v.conn.keyring = None;
+        v.pool = "-p".to_owned();
+        assert!(VolumeUri::parse(&v.render()).is_err(), "pool read as an option");
     }
 
     #[test]

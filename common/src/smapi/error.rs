@@ -105,6 +105,7 @@ fn ceph_name(err: &CephError) -> &'static str {
         CephError::ConfUnreadable { .. } => "Ceph_config_unreadable",
         CephError::KernelModule { .. } => "Kernel_module_missing",
         CephError::Failed { source } => command_name(source),
+        CephError::BadSetting { .. } => "Invalid_device_config",
         CephError::BadOutput { .. } => "Ceph_bad_output",
     }
 }
