@@ -20,6 +20,7 @@ use std::time::Duration;
 use tracing::{error, info, info_span, warn};
 
 use common::config::{self, DeviceConfig};
+use common::error::chain;
 use common::host::Host;
 use common::layout::names::parse_uuid;
 use common::layout::uri::{SrUri, VolumeUri};
@@ -179,7 +180,12 @@ fn serve(argv: &[OsString]) -> String {
             return f.render();
         }
     };
-    let span = info_span!("legacy", command = %request.command, sr = request.sr_uuid.as_deref().unwrap_or(""));
+    // What the request says, bounded and escaped: every log line of the call carries it.
+    let span = info_span!(
+        "legacy",
+        command = %short(&request.command),
+        sr = %short(request.sr_uuid.as_deref().unwrap_or(""))
+    );
     let _entered = span.enter();
     common::process::inject::panic_point(&request.command);
     match dispatch(&request) {
@@ -191,6 +197,15 @@ fn serve(argv: &[OsString]) -> String {
     }
 }
 
+/// A request's word for a log field: escaped, at most 64 characters.
+fn short(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn dispatch(req: &Request) -> Result<Value, Fault> {
     match req.command.as_str() {
         "sr_get_driver_info" => Ok(driver_info()),
@@ -200,7 +215,8 @@ fn dispatch(req: &Request) -> Result<Value, Fault> {
             sr::attach(&Host::from_env(), &req.config()?).map_err(|e| Fault::of(47, &e))?;
             Ok(Value::Nil)
         }
-        "sr_detach" | "vdi_update" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
+        "sr_detach" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
+        "vdi_update" => vdi_update(req),
         "sr_delete" => {
             sr::destroy(&req.sr()?).map_err(|e| Fault::of(202, &e))?;
             Ok(Value::Nil)
@@ -369,8 +385,46 @@ fn vdi_create(req: &Request) -> Result<Value, Fault> {
     let sharable = matches!(vdi_type.as_str(), "ha_statefile" | "redo_log");
     let description = req.args.get(2).cloned().unwrap_or_default();
     let v = volume::create(&sr, req.arg(1)?, &description, size, sharable).map_err(|e| Fault::of(78, &e))?;
-    volume::set(&sr, &v.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(78, &e))?;
-    introduce(req, &session, &v, &v.key, &vdi_type, &sr)
+    let done = volume::set(&sr, &v.key, "vdi-type", &vdi_type)
+        .map_err(|e| Fault::of(78, &e))
+        .and_then(|()| introduce(req, &session, &v, &v.key, &vdi_type, &sr));
+    undo_unless_done(&sr, &v, done)
+}
+
+/// A new volume xapi did not get: destroyed again, so the next `sr_scan` does not adopt
+/// it as a VDI nobody asked for. A failed destroy is added to the fault.
+fn undo_unless_done(sr: &SrUri, new: &Volume, done: Result<Value, Fault>) -> Result<Value, Fault> {
+    let Err(mut fault) = done else { return done };
+    match volume::destroy(&Host::from_env(), sr, &new.key) {
+        Ok(()) => info!(volume = %new.key, "the new volume was destroyed again: xapi did not get it"),
+        Err(e) => {
+            warn!(volume = %new.key, "cannot destroy the volume xapi did not get: {}", chain(&e));
+            fault = Fault::new(
+                fault.code,
+                format!("{}; destroying the new volume {} also failed: {}", fault.detail, new.key, chain(&e)),
+            );
+        }
+    }
+    Err(fault)
+}
+
+/// `vdi_update`: xapi changed the VDI's name or description (`xe vdi-param-set`); they are
+/// read back from xapi and written to Ceph, where `SR.probe`, `sr_scan` and the SMAPIv3
+/// plugin read them.
+fn vdi_update(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let key = req.need(&req.vdi_location, "vdi_location")?;
+    let vdi_ref = req.need(&req.vdi_ref, "vdi_ref")?;
+    let text = |method: &str| -> Result<String, Fault> {
+        let value = session.call(method, vec![Value::str(vdi_ref)]).map_err(|e| Fault::xenapi(&e))?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    };
+    let (name, description) = (text("VDI.get_name_label")?, text("VDI.get_name_description")?);
+    volume::set_name(&sr, key, &name).map_err(|e| Fault::of(202, &e))?;
+    volume::set_description(&sr, key, &description).map_err(|e| Fault::of(202, &e))?;
+    info!(volume = key, "name and description written to Ceph");
+    Ok(Value::Nil)
 }
 
 fn vdi_introduce(req: &Request) -> Result<Value, Fault> {
@@ -400,10 +454,12 @@ fn vdi_copy(req: &Request) -> Result<Value, Fault> {
     let (new, code) =
         if req.command == "vdi_snapshot" { (volume::snapshot(&sr, &key), 82) } else { (volume::clone(&sr, &key), 81) };
     let new = new.map_err(|e| Fault::of(code, &e))?;
-    let source = volume::stat(&sr, &key).map_err(|e| Fault::of(code, &e))?;
-    let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
-    volume::set(&sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
-    introduce(req, &session, &new, &new.key, &vdi_type, &sr)
+    let done = volume::stat(&sr, &key).map_err(|e| Fault::of(code, &e)).and_then(|source| {
+        let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
+        volume::set(&sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
+        introduce(req, &session, &new, &new.key, &vdi_type, &sr)
+    });
+    undo_unless_done(&sr, &new, done)
 }
 
 fn vdi_resize(req: &Request) -> Result<Value, Fault> {
