@@ -257,7 +257,7 @@ fn ceph_legacy_bad_input_gets_the_right_fault() {
     assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
     let missing = Vdi { vdi_ref: "OpaqueRef:x".into(), uuid: "u".into(), location: uuid::Uuid::new_v4().to_string() };
     for (doc, code, words) in [
-        (r.vdi_create(0, "zero"), 79, "must be positive"),
+        (r.vdi_create(u64::MAX, "too big"), 79, "not a number"),
         (r.vdi("vdi_snapshot", &[], &missing, true), 144, "does not exist"),
         (r.vdi("vdi_resize", &["12"], &missing, true), 144, "does not exist"),
     ] {
@@ -267,6 +267,11 @@ fn ceph_legacy_bad_input_gets_the_right_fault() {
     }
     assert_eq!(host.run(&r.vdi("vdi_delete", &[], &missing, true)).ok(), Value::Nil, "deleting what is gone succeeds");
     assert!(host.server.calls_of("VDI.db_introduce").is_empty());
+    // Issue 14 item 2: size 0 is a size (xapi's own self-test sends it).
+    let zero = host.introduced(&host.run(&r.vdi_create(0, "zero")).ok());
+    assert_eq!(host.server.vdi_field(&zero.vdi_ref, "virtual_size"), Some(Value::str("0")));
+    assert_eq!(host.run(&r.vdi("vdi_delete", &[], &zero, true)).ok(), Value::Nil);
+    host.server.destroy_record(&zero.vdi_ref);
     assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
 }
 
