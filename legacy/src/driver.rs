@@ -511,7 +511,7 @@ fn vdi_attach(req: &Request) -> Result<Value, Fault> {
 /// Records SR usage in xapi: physical size, utilisation, and virtual allocation.
 fn update_sr_sizes(req: &Request, sr: &SrUri, session: &Session, volumes: Option<&[Volume]>) -> Result<(), Fault> {
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
-    let stat = sr::stat(sr).map_err(|e| Fault::of(47, &e))?;
+    let stat = sr::stat(&Host::from_env(), sr).map_err(|e| Fault::of(47, &e))?;
     let listed;
     let volumes = match volumes {
         Some(v) => v,

@@ -341,3 +341,29 @@ fn ceph_legacy_vdi_update_writes_name_and_description_to_ceph() {
     host.server.destroy_record(&disk.vdi_ref);
     assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
 }
+
+/// Issue 14 item 1 (guard): sr_update while the monitors do not answer records no size at
+/// all (SRUnavailable: xapi keeps what it has), never a 0-byte SR.
+#[test]
+fn ceph_legacy_sr_update_while_unreachable_records_no_size() {
+    let lab = Lab::get();
+    let host = Host::new(lab_config(&lab, &[]));
+    let r = &host.req;
+    assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
+    assert_eq!(host.run(&r.sr("sr_update", &[], true)).ok(), Value::Nil);
+    let recorded = || host.server.calls_of("SR.set_physical_size").len();
+    let healthy = recorded();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mon = listener.local_addr().expect("addr").to_string();
+    let mut device_config = lab_config(&lab, &[("mon_host", &mon), ("timeout", "3")]);
+    for (k, v) in &mut device_config {
+        if k == "ceph_conf" {
+            *v = "/dev/null".to_owned();
+        }
+    }
+    let dead = Requests { device_config, ..r.clone() };
+    let fault = host.run(&dead.sr("sr_update", &[], true)).fault();
+    assert_eq!(fault.code, 47, "{}", fault.string);
+    assert_eq!(recorded(), healthy, "a size was recorded while Ceph did not answer");
+    assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
+}
