@@ -3,9 +3,17 @@
 //! state. Ceph makes each single write atomic; these locks stop two processes on one host
 //! from deciding on the same stale view. xapi runs an SR's volume operations on its master,
 //! so host-local is where the concurrency is.
+//!
+//! A lock is an `flock` on a file of the run dir, and the file goes when its holder is done
+//! with it (an SR lock at every release, a volume's lock when the volume's state goes), so
+//! lock files do not pile up. Removing a lock file is safe only while holding its lock,
+//! and a waiter may have opened the file before it was removed: once it gets the lock, it
+//! checks that the path still names the file it locked, and starts again on a fresh one
+//! otherwise ([`lock_file`]). Two processes can therefore never both hold "the" lock.
 
 use std::fs::{self, File, TryLockError};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,35 +22,138 @@ use uuid::Uuid;
 use super::Host;
 use crate::error::OpError;
 
+/// An exclusive lock on a file, held until dropped.
+#[derive(Debug)]
+pub struct LockFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl LockFile {
+    /// The locked path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file while still holding its lock, then releases it. A process waiting
+    /// for it finds the path gone or new, and locks the new file instead.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// True when `path` still names the file `file` is open on.
+fn still_named(path: &Path, file: &File) -> bool {
+    match (fs::metadata(path), file.metadata()) {
+        (Ok(named), Ok(held)) => named.dev() == held.dev() && named.ino() == held.ino(),
+        _ => false,
+    }
+}
+
 /// Opens (creating it) and exclusively locks `path`, waiting at most `limit`; `holder`
-/// names what is locked in the error. The lock is held until the file is dropped.
-pub fn lock_file(path: &Path, limit: Duration, holder: &str) -> Result<File, OpError> {
+/// names what is locked in the error. If the file was removed or replaced by its previous
+/// holder while we waited for it, the lock is taken again on the file the path names now.
+pub fn lock_file(path: &Path, limit: Duration, holder: &str) -> Result<LockFile, OpError> {
     let local = |source| OpError::LocalState { path: path.display().to_string(), source };
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|source| OpError::LocalState { path: dir.display().to_string(), source })?;
     }
-    let file = File::options().create(true).truncate(false).write(true).open(path).map_err(local)?;
     let started = Instant::now();
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(TryLockError::WouldBlock) if started.elapsed() < limit => thread::sleep(Duration::from_millis(10)),
-            Err(TryLockError::WouldBlock) => return Err(OpError::Locked { sr: holder.to_owned(), waited: limit }),
-            Err(TryLockError::Error(e)) => return Err(local(e)),
+        let file = File::options().create(true).truncate(false).write(true).open(path).map_err(local)?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if started.elapsed() < limit => thread::sleep(Duration::from_millis(10)),
+                Err(TryLockError::WouldBlock) => return Err(OpError::Locked { sr: holder.to_owned(), waited: limit }),
+                Err(TryLockError::Error(e)) => return Err(local(e)),
+            }
         }
+        if still_named(path, &file) {
+            return Ok(LockFile { path: path.to_path_buf(), file });
+        }
+        // The previous holder removed it: the lock we hold guards nothing. Again.
     }
 }
 
-/// An exclusive lock on one SR, held until dropped.
+/// An exclusive lock on one SR, held until dropped; its file goes with it.
 #[derive(Debug)]
 pub struct SrLock {
-    _file: File,
+    lock: Option<LockFile>,
 }
 
 impl SrLock {
     /// Takes the SR's lock on `host`, waiting at most `limit`.
     pub fn acquire(host: &Host, sr: Uuid, limit: Duration) -> Result<SrLock, OpError> {
         let path = host.run_dir.join(format!("sr-{sr}.lock"));
-        Ok(SrLock { _file: lock_file(&path, limit, &sr.to_string())? })
+        Ok(SrLock { lock: Some(lock_file(&path, limit, &sr.to_string())?) })
+    }
+}
+
+impl Drop for SrLock {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            lock.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cephrbd-lock-{}", Uuid::new_v4()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+
+    /// Issue 14 item 9: a released SR lock leaves no file.
+    #[test]
+    fn a_released_sr_lock_leaves_no_file() {
+        let dir = scratch();
+        let host = Host { run_dir: dir.clone(), sysfs: PathBuf::from("/sys") };
+        for _ in 0..3 {
+            let lock = SrLock::acquire(&host, Uuid::new_v4(), Duration::from_secs(1)).expect("lock");
+            assert_eq!(fs::read_dir(&dir).expect("ls").count(), 1);
+            drop(lock);
+        }
+        assert_eq!(fs::read_dir(&dir).expect("ls").count(), 0, "lock files pile up");
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// Removing lock files at release never lets two holders in: many threads (each its own
+    /// open file, as separate processes would be) take, hold and remove the same lock.
+    #[test]
+    fn removal_at_release_keeps_the_lock_exclusive() {
+        let dir = scratch();
+        let path = dir.join("x.lock");
+        let inside = Arc::new(AtomicUsize::new(0));
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, inside, overlaps) = (path.clone(), Arc::clone(&inside), Arc::clone(&overlaps));
+                thread::spawn(move || {
+                    for _ in 0..150 {
+                        let lock = lock_file(&path, Duration::from_secs(30), "x").expect("lock");
+                        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        lock.remove();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two holders at once");
+        assert!(!path.exists());
+        let _ = fs::remove_dir_all(dir);
     }
 }
