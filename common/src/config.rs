@@ -7,10 +7,10 @@
 //! Values are checked here, before any Ceph call.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::ceph::Conn;
+use crate::ceph::conn::{self, Conn};
 use crate::error::RequestError;
 
 /// Default path of the Ceph configuration file.
@@ -93,11 +93,17 @@ impl DeviceConfig {
         }
     }
 
-    /// Checks that the keyring, when one is named and readable, holds a key for the user:
-    /// without one, cephx would retry until the time limit instead of failing.
+    /// Checks that the keyring, when one is named, can be read and holds a section for the
+    /// user: without one, cephx would retry until the time limit instead of failing, and
+    /// Ceph reports a keyring it cannot find as ENOENT, as if the pool were missing.
     pub fn check_keyring(&self) -> Result<(), RequestError> {
         let Some(path) = &self.keyring else { return Ok(()) };
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+        crate::process::secrets::learn_keyring(path);
+        let text = std::fs::read_to_string(path).map_err(|e| RequestError::BadConfigValue {
+            key: "keyring",
+            value: path.display().to_string(),
+            reason: format!("cannot be read: {e}"),
+        })?;
         let entity = format!("client.{}", self.ceph_user);
         let sections: Vec<&str> = text
             .lines()
@@ -148,6 +154,16 @@ impl DeviceConfig {
             None => DEFAULT_TIMEOUT,
             Some(t) => parse_timeout(t)?,
         };
+        // No value may ever be read by Ceph as an option, or split into several.
+        if let Some(conf) = get("ceph_conf") {
+            check_path("ceph_conf", conf)?;
+        }
+        if let Some(keyring) = get("keyring") {
+            check_path("keyring", keyring)?;
+        }
+        if let Some(mon) = get("mon_host") {
+            refuse("mon_host", mon, conn::mon_host_problem(mon))?;
+        }
         let image_features = get("image_features").map(parse_features).transpose()?;
         let sr_uuid = get("sr_uuid")
             .map(|u| {
@@ -187,19 +203,21 @@ fn valid_keys() -> String {
 }
 
 /// Pool, namespace and user names end up as `rbd` arguments and in image specs: refuse
-/// anything that could be read as an option or split a spec.
+/// anything that could be read as an option or split a spec ([`conn::name_problem`]).
 pub fn check_name(key: &'static str, value: &str) -> Result<(), RequestError> {
-    let bad = |reason: &str| RequestError::BadConfigValue { key, value: value.to_owned(), reason: reason.to_owned() };
-    if value.is_empty() {
-        return Err(bad("must not be empty"));
+    refuse(key, value, conn::name_problem(value))
+}
+
+/// ceph.conf and keyring paths: absolute, whole ([`conn::path_problem`]).
+fn check_path(key: &'static str, value: &str) -> Result<(), RequestError> {
+    refuse(key, value, conn::path_problem(Path::new(value)))
+}
+
+fn refuse(key: &'static str, value: &str, problem: Option<String>) -> Result<(), RequestError> {
+    match problem {
+        None => Ok(()),
+        Some(reason) => Err(RequestError::BadConfigValue { key, value: value.to_owned(), reason }),
     }
-    if value.starts_with('-') {
-        return Err(bad("must not start with '-'"));
-    }
-    if let Some(c) = value.chars().find(|c| matches!(c, '/' | '@' | ' ' | '\t' | '\n') || c.is_control()) {
-        return Err(bad(&format!("must not contain {c:?}")));
-    }
-    Ok(())
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, RequestError> {
@@ -278,11 +296,19 @@ mod tests {
             ("image_features", "journaling"),
             ("image_features", "exclusive-lock"),
             ("sr_uuid", "nope"),
+            ("mon_host", "127.0.0.1:3300 --log-file /tmp/x --debug-auth 30"),
+            ("mon_host", "--debug-auth=30"),
+            ("keyring", "relative/keyring"),
+            ("keyring", "/etc/ceph/a,/tmp/b"),
+            ("ceph_conf", "--log-file=/tmp/x"),
+            ("ceph_conf", "/etc/ceph/ceph.conf\n"),
         ] {
             let mut m = map(&[("pool", "rbd")]);
             m.insert(k.to_owned(), v.to_owned());
             assert!(DeviceConfig::parse(&m).is_err(), "{k}={v} accepted");
         }
+        let spaced = map(&[("pool", "rbd"), ("keyring", "/etc/ceph/my keyring"), ("ceph_conf", "/etc/my ceph/c.conf")]);
+        assert!(DeviceConfig::parse(&spaced).is_ok(), "paths with spaces are accepted");
         let err = DeviceConfig::parse(&map(&[("pool", "rbd"), ("conf", "/a"), ("ceph_conf", "/b")])).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
     }

@@ -14,12 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use tracing::{error, info, info_span, warn};
 
 use common::config::{self, DeviceConfig};
-use common::host::lock::lock_file;
+use common::error::chain;
+use common::host::lock::{lock_file, LockFile};
 use common::host::Host;
 use common::layout::names::parse_uuid;
 use common::layout::uri::{SrUri, VolumeUri};
@@ -156,9 +158,24 @@ impl Request {
     }
 }
 
-/// Serves one invocation: returns the `methodResponse` document to print.
+/// Serves one invocation: returns the `methodResponse` document to print. Never panics: a
+/// panic anywhere in the command (a bug of ours) becomes an `SMGeneral` fault, so xapi
+/// still reads exactly one document and exit status 0.
 pub fn run(argv: &[OsString]) -> String {
     common::process::deadline::start();
+    panic::catch_unwind(AssertUnwindSafe(|| serve(argv))).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        let fault = Fault::new(202, format!("internal error: the driver panicked: {message}"));
+        error!("{}", fault.detail);
+        fault.render()
+    })
+}
+
+fn serve(argv: &[OsString]) -> String {
     let request = match Request::parse(argv) {
         Ok(r) => r,
         Err(f) => {
@@ -166,8 +183,14 @@ pub fn run(argv: &[OsString]) -> String {
             return f.render();
         }
     };
-    let span = info_span!("legacy", command = %request.command, sr = request.sr_uuid.as_deref().unwrap_or(""));
+    // What the request says, bounded and escaped: every log line of the call carries it.
+    let span = info_span!(
+        "legacy",
+        command = %short(&request.command),
+        sr = %short(request.sr_uuid.as_deref().unwrap_or(""))
+    );
     let _entered = span.enter();
+    common::process::inject::panic_point(&request.command);
     match dispatch(&request) {
         Ok(value) => xmlrpc::response(&value),
         Err(f) => {
@@ -196,7 +219,7 @@ pub const OPS_EXCLUSIVE: &[&str] = &[
 
 /// Holds this host's legacy lock of the request's SR for an exclusive command (a lock file
 /// of its own: the operations take the SR's own lock inside).
-fn exclusive(req: &Request) -> Result<Option<std::fs::File>, Fault> {
+fn exclusive(req: &Request) -> Result<Option<LockFile>, Fault> {
     if !OPS_EXCLUSIVE.contains(&req.command.as_str()) {
         return Ok(None);
     }
@@ -209,6 +232,15 @@ fn exclusive(req: &Request) -> Result<Option<std::fs::File>, Fault> {
     Ok(Some(lock))
 }
 
+/// A request's word for a log field: escaped, at most 64 characters.
+fn short(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn dispatch(req: &Request) -> Result<Value, Fault> {
     let _exclusive = exclusive(req)?;
     match req.command.as_str() {
@@ -219,7 +251,8 @@ fn dispatch(req: &Request) -> Result<Value, Fault> {
             sr::attach(&Host::from_env(), &req.config()?).map_err(|e| Fault::of(47, &e))?;
             Ok(Value::Nil)
         }
-        "sr_detach" | "vdi_update" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
+        "sr_detach" | "vdi_epoch_begin" | "vdi_epoch_end" => Ok(Value::Nil),
+        "vdi_update" => vdi_update(req),
         "sr_delete" => {
             sr::destroy(&Host::from_env(), &req.sr()?).map_err(|e| Fault::of(202, &e))?;
             Ok(Value::Nil)
@@ -389,8 +422,46 @@ fn vdi_create(req: &Request) -> Result<Value, Fault> {
     let description = req.args.get(2).cloned().unwrap_or_default();
     let v = volume::create(&Host::from_env(), &sr, req.arg(1)?, &description, size, sharable)
         .map_err(|e| Fault::of(78, &e))?;
-    volume::set(&Host::from_env(), &sr, &v.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(78, &e))?;
-    introduce(req, &session, &v, &v.key, &vdi_type, &sr)
+    let done = volume::set(&Host::from_env(), &sr, &v.key, "vdi-type", &vdi_type)
+        .map_err(|e| Fault::of(78, &e))
+        .and_then(|()| introduce(req, &session, &v, &v.key, &vdi_type, &sr));
+    undo_unless_done(&sr, &v, done)
+}
+
+/// A new volume xapi did not get: destroyed again, so the next `sr_scan` does not adopt
+/// it as a VDI nobody asked for. A failed destroy is added to the fault.
+fn undo_unless_done(sr: &SrUri, new: &Volume, done: Result<Value, Fault>) -> Result<Value, Fault> {
+    let Err(mut fault) = done else { return done };
+    match volume::destroy(&Host::from_env(), sr, &new.key) {
+        Ok(()) => info!(volume = %new.key, "the new volume was destroyed again: xapi did not get it"),
+        Err(e) => {
+            warn!(volume = %new.key, "cannot destroy the volume xapi did not get: {}", chain(&e));
+            fault = Fault::new(
+                fault.code,
+                format!("{}; destroying the new volume {} also failed: {}", fault.detail, new.key, chain(&e)),
+            );
+        }
+    }
+    Err(fault)
+}
+
+/// `vdi_update`: xapi changed the VDI's name or description (`xe vdi-param-set`); they are
+/// read back from xapi and written to Ceph, where `SR.probe`, `sr_scan` and the SMAPIv3
+/// plugin read them.
+fn vdi_update(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let key = req.need(&req.vdi_location, "vdi_location")?;
+    let vdi_ref = req.need(&req.vdi_ref, "vdi_ref")?;
+    let text = |method: &str| -> Result<String, Fault> {
+        let value = session.call(method, vec![Value::str(vdi_ref)]).map_err(|e| Fault::xenapi(&e))?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    };
+    let (name, description) = (text("VDI.get_name_label")?, text("VDI.get_name_description")?);
+    volume::set_name(&Host::from_env(), &sr, key, &name).map_err(|e| Fault::of(202, &e))?;
+    volume::set_description(&Host::from_env(), &sr, key, &description).map_err(|e| Fault::of(202, &e))?;
+    info!(volume = key, "name and description written to Ceph");
+    Ok(Value::Nil)
 }
 
 fn vdi_introduce(req: &Request) -> Result<Value, Fault> {
@@ -423,10 +494,12 @@ fn vdi_copy(req: &Request) -> Result<Value, Fault> {
         (volume::clone(&Host::from_env(), &sr, &key), 81)
     };
     let new = new.map_err(|e| Fault::of(code, &e))?;
-    let source = volume::stat(&sr, &key).map_err(|e| Fault::of(code, &e))?;
-    let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
-    volume::set(&Host::from_env(), &sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
-    introduce(req, &session, &new, &new.key, &vdi_type, &sr)
+    let done = volume::stat(&sr, &key).map_err(|e| Fault::of(code, &e)).and_then(|source| {
+        let vdi_type = source.keys.get("vdi-type").cloned().unwrap_or_else(|| "user".to_owned());
+        volume::set(&Host::from_env(), &sr, &new.key, "vdi-type", &vdi_type).map_err(|e| Fault::of(code, &e))?;
+        introduce(req, &session, &new, &new.key, &vdi_type, &sr)
+    });
+    undo_unless_done(&sr, &new, done)
 }
 
 fn vdi_resize(req: &Request) -> Result<Value, Fault> {
@@ -478,7 +551,7 @@ fn vdi_attach(req: &Request) -> Result<Value, Fault> {
 /// Records SR usage in xapi: physical size, utilisation, and virtual allocation.
 fn update_sr_sizes(req: &Request, sr: &SrUri, session: &Session, volumes: Option<&[Volume]>) -> Result<(), Fault> {
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
-    let stat = sr::stat(sr).map_err(|e| Fault::of(47, &e))?;
+    let stat = sr::stat(&Host::from_env(), sr).map_err(|e| Fault::of(47, &e))?;
     let listed;
     let volumes = match volumes {
         Some(v) => v,

@@ -5,6 +5,7 @@
 
 use common::ceph::Kind;
 use common::error::{chain, OpError, RequestError};
+use common::process::secrets;
 
 use crate::xenapi::XenApiError;
 use crate::xmlrpc;
@@ -42,9 +43,13 @@ pub struct Fault {
 }
 
 impl Fault {
-    /// A fault with this code and detail.
+    /// A fault with this code and detail. The detail reaches xapi's log and the
+    /// administrator, so it is scrubbed of every secret the process knows
+    /// ([`secrets::scrub`]), its control characters are written as escapes (`\u{1b}`:
+    /// visible, and never in the document, where XML forbids them), and it is cut at
+    /// [`MAX_DETAIL`] bytes (a request can be 16 MiB; its echo must not be).
     pub fn new(code: i64, detail: impl Into<String>) -> Self {
-        Fault { code, detail: detail.into() }
+        Fault { code, detail: tidy(&secrets::scrub(&detail.into())) }
     }
 
     /// The fault for an operation error; `command_code` is the failing command's own code
@@ -63,6 +68,25 @@ impl Fault {
         let description = ERROR_CODES.iter().find(|(c, _, _)| *c == self.code).map_or("", |(_, _, d)| d);
         xmlrpc::fault(self.code, &format!("{description} [opterr={}]", self.detail))
     }
+}
+
+/// The longest fault detail, in bytes (a failed command's stderr is capped at 4 KiB).
+pub const MAX_DETAIL: usize = 8192;
+
+fn tidy(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len().min(MAX_DETAIL + 64));
+    for (at, c) in detail.char_indices() {
+        if out.len() >= MAX_DETAIL {
+            out.push_str(&format!("… ({} bytes cut)", detail.len() - at));
+            break;
+        }
+        if (c.is_control() && c != '\n' && c != '\t') || !xmlrpc::is_xml_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn code_of(command_code: i64, err: &OpError) -> i64 {
@@ -91,10 +115,20 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
         | OpError::LayoutTooNew { .. } => 47,
         OpError::NamespaceInUse { .. } => 16,
         OpError::Ceph(c) => match c.kind() {
-            Kind::Unreachable | Kind::TimedOut | Kind::PermissionDenied => 47,
+            Kind::Unreachable
+            | Kind::TimedOut
+            | Kind::PermissionDenied
+            | Kind::Keyring
+            | Kind::NoMonitors
+            | Kind::ConfUnreadable => 47,
             Kind::Busy => 24,
             Kind::NoSpace => 44,
-            Kind::NotFound | Kind::AlreadyExists | Kind::HasSnapshots | Kind::Invalid | Kind::Other => command_code,
+            Kind::NotFound
+            | Kind::AlreadyExists
+            | Kind::HasSnapshots
+            | Kind::Invalid
+            | Kind::KernelModule
+            | Kind::Other => command_code,
         },
         OpError::Rollback { cause, .. } => code_of(command_code, cause),
         OpError::ReadOnly { .. }
@@ -105,5 +139,21 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
         | OpError::InvalidResult { .. }
         | OpError::Panicked { .. }
         | OpError::Output(_) => command_code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 item 5: what a request held comes back visible, bounded, and well-formed.
+    #[test]
+    fn details_are_escaped_and_bounded() {
+        let f = Fault::new(143, "methodName \u{1}\u{1b}[2J is unknown");
+        assert_eq!(f.detail, "methodName \\u{1}\\u{1b}[2J is unknown");
+        let huge = Fault::new(79, format!("size {:?} is not a number", "A".repeat(10 << 20)));
+        assert!(huge.detail.len() < MAX_DETAIL + 64, "{}", huge.detail.len());
+        assert!(huge.detail.ends_with("bytes cut)"), "{}", &huge.detail[huge.detail.len() - 40..]);
+        assert!(huge.render().len() < 2 * MAX_DETAIL);
     }
 }

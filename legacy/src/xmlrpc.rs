@@ -259,7 +259,15 @@ fn unescape(text: &str) -> Option<String> {
     Some(out)
 }
 
-/// Escapes text for element content (what xapi escapes, plus `'`).
+/// True for the characters XML 1.0 allows in a document (`Char`): tab, newline, carriage
+/// return, and everything from U+0020 but U+FFFE and U+FFFF (Rust has no surrogates).
+/// Others cannot even be written as character references: xapi's parser refuses them.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// Escapes text for element content (what xapi escapes, plus `'`). A character XML cannot
+/// carry becomes U+FFFD, so the document stays well-formed whatever the text holds.
 pub fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
@@ -268,6 +276,7 @@ pub fn escape_into(out: &mut String, text: &str) {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            c if !is_xml_char(c) => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }
@@ -444,6 +453,16 @@ mod tests {
         assert_eq!(parse_response(&response(&v)), Ok(Ok(v)));
         assert_eq!(parse_response(&fault(24, "in use")), Ok(Err(Fault { code: 24, string: "in use".to_owned() })));
         assert!(response(&Value::Nil).contains("<value><nil/></value>"));
+    }
+
+    /// Issue 14 item 5: text holding characters XML cannot carry still makes a well-formed
+    /// document.
+    #[test]
+    fn control_characters_never_reach_a_document() {
+        let doc = fault(143, "bad \u{1}\u{1b}[31m\u{0}\u{FFFF} input\r\n\tok");
+        assert!(doc.chars().all(is_xml_char), "{doc:?}");
+        let parsed = parse_response(&doc).expect("parses").expect_err("a fault");
+        assert_eq!(parsed.string, "bad \u{FFFD}\u{FFFD}[31m\u{FFFD}\u{FFFD} input\r\n\tok");
     }
 
     #[test]

@@ -303,12 +303,18 @@ impl Run {
 /// Runs `/opt/xensource/sm/CephRBDSR <document>` as xapi's forkexecd does: no stdin, only
 /// `PATH=/sbin:/usr/sbin:/bin:/usr/bin`, plus the test's socket and state directory.
 pub fn run_driver(document: &str, xapi_socket: &Path, run_dir: &Path) -> Run {
+    run_driver_with(document, xapi_socket, run_dir, &[])
+}
+
+/// [`run_driver`] with more environment variables (`CEPHRBD_LOG`, fault injection).
+pub fn run_driver_with(document: &str, xapi_socket: &Path, run_dir: &Path, env: &[(&str, &str)]) -> Run {
     let out = Command::new(crate::binary("CephRBDSR"))
         .arg(document)
         .env_clear()
         .env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin")
         .env("CEPHRBD_XAPI_SOCKET", xapi_socket)
         .env("CEPHRBD_RUN_DIR", run_dir)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run CephRBDSR");
@@ -345,7 +351,11 @@ fn signature(method: &str) -> Option<&'static [Ty]> {
         "VDI.db_introduce" => {
             &[Str, Str, Str, Ref, Str, Bool, Bool, Map, Str, Map, Map, Bool, Int64, Int64, Ref, Bool, Date, Ref, Bool]
         }
-        "VDI.db_forget" | "SR.get_name_label" | "SR.get_name_description" => &[Ref],
+        "VDI.db_forget"
+        | "SR.get_name_label"
+        | "SR.get_name_description"
+        | "VDI.get_name_label"
+        | "VDI.get_name_description" => &[Ref],
         "VDI.get_all_records_where" => &[Str],
         "VDI.set_virtual_size" | "VDI.set_physical_utilisation" => &[Ref, Int64],
         "VDI.set_read_only" => &[Ref, Bool],
@@ -369,6 +379,8 @@ fn type_ok(ty: Ty, v: &Value) -> bool {
 #[derive(Debug, Default)]
 struct State {
     calls: Vec<Call>,
+    /// Methods that answer a failure (a xapi that goes wrong mid-command).
+    failing: Vec<String>,
     vdis: BTreeMap<String, Vec<(String, Value)>>,
     sr_ref: String,
     sr_name: String,
@@ -448,6 +460,23 @@ impl XenApiServer {
     pub fn vdi_count(&self) -> usize {
         self.state.lock().expect("state").vdis.len()
     }
+
+    /// Makes `method` answer `INTERNAL_ERROR` from now on (or again normally with `false`).
+    pub fn fail(&self, method: &str, failing: bool) {
+        let mut state = self.state.lock().expect("state");
+        state.failing.retain(|m| m != method);
+        if failing {
+            state.failing.push(method.to_owned());
+        }
+    }
+
+    /// Sets a string field of a VDI record, as `xe vdi-param-set` does.
+    pub fn set_vdi_field(&self, vdi_ref: &str, field: &str, value: &str) {
+        let mut state = self.state.lock().expect("state");
+        let rec = state.vdis.get_mut(vdi_ref).expect("known VDI");
+        rec.retain(|(n, _)| n != field);
+        rec.push((field.to_owned(), Value::str(value)));
+    }
 }
 
 fn envelope_ok(value: Value) -> Value {
@@ -512,8 +541,17 @@ fn answer(body: &str, session: &str, state: &Mutex<State>) -> Value {
     if let Some(i) = sig.iter().zip(&args).position(|(t, v)| !type_ok(*t, v)) {
         return envelope_err(&["FIELD_TYPE_ERROR", &method, &format!("argument {i}: {:?}", args[i])]);
     }
+    if st.failing.contains(&method) {
+        return envelope_err(&["INTERNAL_ERROR", "injected by the test"]);
+    }
     let arg = |i: usize| args[i].as_str().unwrap_or_default().to_owned();
+    let vdi_text = |st: &State, field: &str| -> Result<Value, Value> {
+        let rec = st.vdis.get(&arg(0)).ok_or_else(|| envelope_err(&["HANDLE_INVALID", "VDI", &arg(0)]))?;
+        Ok(rec.iter().find(|(n, _)| n == field).map_or_else(|| Value::str(""), |(_, v)| v.clone()))
+    };
     match method.as_str() {
+        "VDI.get_name_label" => vdi_text(&st, "name_label").map_or_else(|e| e, envelope_ok),
+        "VDI.get_name_description" => vdi_text(&st, "name_description").map_or_else(|e| e, envelope_ok),
         "SR.get_name_label" => envelope_ok(Value::str(st.sr_name.clone())),
         "SR.get_name_description" => envelope_ok(Value::str("")),
         "VDI.db_introduce" => {
@@ -524,6 +562,7 @@ fn answer(body: &str, session: &str, state: &Mutex<State>) -> Value {
             let record = vec![
                 ("uuid".to_owned(), args[0].clone()),
                 ("name_label".to_owned(), args[1].clone()),
+                ("name_description".to_owned(), args[2].clone()),
                 ("SR".to_owned(), args[3].clone()),
                 ("read_only".to_owned(), args[6].clone()),
                 ("location".to_owned(), args[8].clone()),

@@ -45,12 +45,14 @@ impl Host {
         self.call("Datapath.detach", uri, domain);
     }
 
+    /// Every file the host keeps: state, sockets, pidfiles, and locks (issue 14 item 9:
+    /// those go with the state too).
     fn state_files(&self) -> Vec<String> {
         let Ok(dir) = std::fs::read_dir(self.run.join("dp")) else { return Vec::new() };
-        dir.filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
-            .collect()
+        let mut names: Vec<String> =
+            dir.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
     }
 }
 
@@ -138,7 +140,7 @@ fn ceph_attach_is_counted_by_uri_and_domain_and_detach_never_fails() {
     host.call("Datapath.activate", &uri, "3");
     host.call("Datapath.deactivate", &uri, "3");
     host.call("Datapath.detach", &uri, "3");
-    assert_eq!(host.state_files().len(), 1, "dom0 still holds it: {:?}", host.state_files());
+    assert_eq!(host.state_files().len(), 2, "dom0 still holds it (state and lock): {:?}", host.state_files());
     host.call("Datapath.detach", &uri, dom0);
     assert_eq!(host.state_files(), Vec::<String>::new());
     // Never attached: deactivate and detach succeed; activate is refused.
@@ -261,4 +263,64 @@ fn ceph_activate_readonly_exports_read_only_and_fences_nobody() {
     a.close(&uri, "2");
     b.close(&uri, "2");
     assert!(all(&export(&t, &v)[..MIB], 0x77));
+}
+
+/// Issue 14 item 7: a `mon_host` that Ceph would split into options (`--log-file <path>
+/// --debug-auth 30`: auth details written to a file of the caller's choice) is refused in
+/// device-config and in a volume URI; nothing is started and the file never appears.
+#[test]
+fn ceph_no_configuration_value_becomes_a_ceph_option() {
+    let t = TestSr::create();
+    let host = Host::new("inject");
+    let log = host.run.join("stolen.log");
+    let attack = format!("127.0.0.1:3300 --log-file {} --debug-auth 30", log.display());
+
+    // In a volume URI handed to the datapath (as if the SR string were forged).
+    let v = t.create_volume("inject", 4 << 20);
+    let mut uri = common::layout::uri::VolumeUri::parse(&qsd_uri(&v)).expect("our URI");
+    uri.conn.mon_host = Some(attack.clone());
+    let forged = uri.render();
+    for method in ["Datapath.attach", "Datapath.activate_readonly", "Datapath.activate"] {
+        let out = host.dp.call(method, json!({"uri": forged, "domain": "1"}));
+        assert_eq!(out.status, 1, "{method} accepted {attack:?}");
+        assert!(out.stdout.contains("mon_host"), "{method}: {}", out.stdout);
+    }
+    host.dp.call("Datapath.detach", json!({"uri": forged, "domain": "1"})).ok();
+    assert!(!log.exists(), "Ceph read a configuration value as --log-file");
+
+    let mut config = t.lab.device_config();
+    config["mon_host"] = json!(attack);
+    let out = t.plugin.call(
+        "SR.create",
+        json!({"uuid": uuid::Uuid::new_v4().to_string(), "configuration": config, "name": "x", "description": ""}),
+    );
+    let (name, message) = out.error_name_and_message();
+    assert_eq!(name, "Invalid_device_config", "{message}");
+    assert!(message.contains("mon_host"), "{message}");
+}
+
+/// Issue 14 item 7: a keyring and a ceph.conf whose paths hold spaces work, through the
+/// userspace datapath too (the keyring used to be split in CEPH_ARGS).
+#[test]
+fn ceph_paths_with_spaces_work_end_to_end() {
+    let lab = cephrbd_tests::Lab::get();
+    let dir = scratch_dir("spaced").join("my ceph files");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (keyring, conf) = (dir.join("client keyring"), dir.join("ceph config.conf"));
+    std::fs::copy(&lab.keyring, &keyring).expect("copy keyring");
+    std::fs::copy(&lab.conf, &conf).expect("copy conf");
+    let t = TestSr::with_config(|c| {
+        c["keyring"] = json!(keyring.display().to_string());
+        c["ceph_conf"] = json!(conf.display().to_string());
+    });
+    let host = Host::new("spaced");
+    let v = t.create_volume("spaced", 4 << 20);
+    let uri = qsd_uri(&v);
+    let url = host.open(&uri, "2");
+    let (ok, out) = qemu_io(&url, &["write -P 0x4b 0 1M", "flush"]);
+    assert!(ok, "{out}");
+    host.close(&uri, "2");
+    assert!(all(&export(&t, &v)[..MIB], 0x4b), "the write reached the image");
+    drop(t);
+    let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
 }

@@ -257,7 +257,7 @@ fn ceph_legacy_bad_input_gets_the_right_fault() {
     assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
     let missing = Vdi { vdi_ref: "OpaqueRef:x".into(), uuid: "u".into(), location: uuid::Uuid::new_v4().to_string() };
     for (doc, code, words) in [
-        (r.vdi_create(0, "zero"), 79, "must be positive"),
+        (r.vdi_create(u64::MAX, "too big"), 79, "not a number"),
         (r.vdi("vdi_snapshot", &[], &missing, true), 144, "does not exist"),
         (r.vdi("vdi_resize", &["12"], &missing, true), 144, "does not exist"),
     ] {
@@ -267,6 +267,104 @@ fn ceph_legacy_bad_input_gets_the_right_fault() {
     }
     assert_eq!(host.run(&r.vdi("vdi_delete", &[], &missing, true)).ok(), Value::Nil, "deleting what is gone succeeds");
     assert!(host.server.calls_of("VDI.db_introduce").is_empty());
+    // Issue 14 item 2: size 0 is a size (xapi's own self-test sends it).
+    let zero = host.introduced(&host.run(&r.vdi_create(0, "zero")).ok());
+    assert_eq!(host.server.vdi_field(&zero.vdi_ref, "virtual_size"), Some(Value::str("0")));
+    assert_eq!(host.run(&r.vdi("vdi_delete", &[], &zero, true)).ok(), Value::Nil);
+    host.server.destroy_record(&zero.vdi_ref);
+    assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
+}
+
+/// The volume `location` names, read from Ceph with the common operations.
+fn stat_in_ceph(host: &Host, location: &str) -> common::smapi::wire::Volume {
+    let mut config: std::collections::BTreeMap<String, String> = host.req.device_config.iter().cloned().collect();
+    config.insert("sr_uuid".to_owned(), host.req.sr_uuid.clone());
+    let parsed = common::config::DeviceConfig::parse(&config).expect("device-config");
+    let sr = common::layout::uri::SrUri::from_config(&parsed, parsed.sr_uuid.expect("uuid"));
+    common::ops::volume::stat(&sr, location).expect("Volume.stat")
+}
+
+fn ls_images(lab: &Lab, namespace: &str) -> Vec<String> {
+    let out = lab.rbd(&["ls", "--format", "json", "--pool", &lab.pool, "--namespace", namespace]);
+    let mut images: Vec<String> = serde_json::from_str(&out).expect("json");
+    images.sort();
+    images
+}
+
+/// Issue 14 item 3: vdi_create, vdi_snapshot and vdi_clone that fail after making their
+/// volume (xapi refuses VDI.db_introduce) destroy it again: nothing is left for the next
+/// sr_scan to adopt as a VDI nobody asked for.
+#[test]
+fn ceph_legacy_failed_creations_leave_nothing_behind() {
+    let lab = Lab::get();
+    let host = Host::new(lab_config(&lab, &[]));
+    let r = &host.req;
+    assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
+    let disk = host.introduced(&host.run(&r.vdi_create(4 * MIB, "disk")).ok());
+    let before = ls_images(&lab, &host.namespace());
+    host.server.fail("VDI.db_introduce", true);
+    for (doc, code) in [
+        (r.vdi_create(4 * MIB, "orphan"), 153),
+        (r.vdi("vdi_snapshot", &[], &disk, true), 153),
+        (r.vdi("vdi_clone", &[], &disk, true), 153),
+    ] {
+        let fault = host.run(&doc).fault();
+        assert_eq!(fault.code, code, "{}", fault.string);
+        assert!(fault.string.contains("VDI.db_introduce"), "{}", fault.string);
+    }
+    host.server.fail("VDI.db_introduce", false);
+    assert_eq!(ls_images(&lab, &host.namespace()), before, "an image was left behind");
+    let spec = format!("{}/{}/v-{}", lab.pool, host.namespace(), disk.location);
+    let snaps = lab.rbd(&["snap", "ls", "--all", "--format", "json", &spec]);
+    assert!(snaps.trim().is_empty() || snaps.trim() == "[]", "a snapshot was left behind: {snaps}");
+    assert_eq!(host.run(&r.sr("sr_scan", &[], true)).ok(), Value::Nil);
+    assert_eq!(host.server.vdi_count(), 1, "the scan adopted a leftover");
+    assert_eq!(host.run(&r.vdi("vdi_delete", &[], &disk, true)).ok(), Value::Nil);
+    host.server.destroy_record(&disk.vdi_ref);
+    assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
+}
+
+/// Issue 14 item 3: vdi_update writes the name and description xapi holds to Ceph.
+#[test]
+fn ceph_legacy_vdi_update_writes_name_and_description_to_ceph() {
+    let lab = Lab::get();
+    let host = Host::new(lab_config(&lab, &[]));
+    let r = &host.req;
+    assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
+    let disk = host.introduced(&host.run(&r.vdi_create(4 * MIB, "before")).ok());
+    host.server.set_vdi_field(&disk.vdi_ref, "name_label", "after \u{e9}t\u{e9}");
+    host.server.set_vdi_field(&disk.vdi_ref, "name_description", "the system disk");
+    assert_eq!(host.run(&r.vdi("vdi_update", &[], &disk, true)).ok(), Value::Nil);
+    let v = stat_in_ceph(&host, &disk.location);
+    assert_eq!((v.name.as_str(), v.description.as_str()), ("after \u{e9}t\u{e9}", "the system disk"));
+    assert_eq!(host.run(&r.vdi("vdi_delete", &[], &disk, true)).ok(), Value::Nil);
+    host.server.destroy_record(&disk.vdi_ref);
+    assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
+}
+
+/// Issue 14 item 1 (guard): sr_update while the monitors do not answer records no size at
+/// all (SRUnavailable: xapi keeps what it has), never a 0-byte SR.
+#[test]
+fn ceph_legacy_sr_update_while_unreachable_records_no_size() {
+    let lab = Lab::get();
+    let host = Host::new(lab_config(&lab, &[]));
+    let r = &host.req;
+    assert_eq!(host.run(&r.sr("sr_create", &["0"], true)).ok(), Value::Nil);
+    assert_eq!(host.run(&r.sr("sr_update", &[], true)).ok(), Value::Nil);
+    let recorded = || host.server.calls_of("SR.set_physical_size").len();
+    let healthy = recorded();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mon = listener.local_addr().expect("addr").to_string();
+    let mut device_config = lab_config(&lab, &[("mon_host", &mon), ("timeout", "3")]);
+    for (k, v) in &mut device_config {
+        if k == "ceph_conf" {
+            *v = "/dev/null".to_owned();
+        }
+    }
+    let dead = Requests { device_config, ..r.clone() };
+    let fault = host.run(&dead.sr("sr_update", &[], true)).fault();
+    assert_eq!(fault.code, 47, "{}", fault.string);
+    assert_eq!(recorded(), healthy, "a size was recorded while Ceph did not answer");
     assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);
 }
 

@@ -249,7 +249,6 @@ fn ceph_bad_input_changes_nothing() {
     let before = (t.ls(), t.images());
     let huge = 1i64 << 51;
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("Volume.create", json!({"name": "z", "description": "", "size": 0, "sharable": false}), "Invalid_request"),
         ("Volume.create", json!({"name": "z", "description": "", "size": -1, "sharable": false}), "Invalid_request"),
         ("Volume.create", json!({"name": "z", "description": "", "size": huge, "sharable": false}), "Invalid_request"),
         ("Volume.create", json!({"name": "z", "description": "", "size": 1.5, "sharable": false}), "Invalid_request"),
@@ -258,7 +257,8 @@ fn ceph_bad_input_changes_nothing() {
         ("Volume.destroy", json!({"key": "not-a-key"}), "Volume_does_not_exist"),
         ("Volume.set", json!({"key": uuid::Uuid::new_v4().to_string(), "k": "a", "v": "b"}), "Volume_does_not_exist"),
         ("Volume.clone", json!({"key": "../etc"}), "Volume_does_not_exist"),
-        ("Volume.resize", json!({"key": key(&v), "new_size": 0}), "Invalid_request"),
+        ("Volume.resize", json!({"key": key(&v), "new_size": -1}), "Invalid_request"),
+        ("Volume.resize", json!({"key": key(&v), "new_size": 0}), "Volume_shrink_refused"),
         ("Volume.resize", json!({"key": key(&v), "new_size": 512}), "Volume_shrink_refused"),
     ];
     for (method, args, expected) in cases {
@@ -331,10 +331,25 @@ fn ceph_unreachable_cluster_is_reported_by_sr_stat_within_the_limit() {
     sr.conn.mon_host = Some(listener.local_addr().expect("addr").to_string());
     sr.conn.conf = "/dev/null".into();
     sr.conn.timeout = std::time::Duration::from_secs(3);
+    // Issue 14 item 1: without figures from a healthy stat on this host, an error (xapi
+    // keeps what it has) rather than a 0-byte SR (which xapi would record).
+    let run = cephrbd_tests::scratch_dir("stat-run");
+    let plugin = Plugin::new(Kind::Volume).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
     let started = std::time::Instant::now();
-    let stat = t.plugin.call("SR.stat", json!({"sr": sr.render()})).ok();
+    let (name, message) = plugin.call("SR.stat", json!({"sr": sr.render()})).error_name_and_message();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(name, "Ceph_unreachable", "{message}");
+    // With them: the last known figures, and the health says why they are not fresh.
+    let healthy = plugin.call("SR.stat", json!({"sr": t.sr})).ok();
+    assert!(healthy["total_space"].as_i64().is_some_and(|t| t > 0), "{healthy}");
+    let started = std::time::Instant::now();
+    let stat = plugin.call("SR.stat", json!({"sr": sr.render()})).ok();
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     assert_eq!(stat["health"][0], "Unreachable", "{stat}");
+    for field in ["total_space", "free_space", "name", "description"] {
+        assert_eq!(stat[field], healthy[field], "{field}: {stat}");
+    }
+    let _ = std::fs::remove_dir_all(run);
 }
 
 #[test]
@@ -393,11 +408,15 @@ fn ceph_parallel_processes_lose_nothing() {
 fn ceph_stopped_monitor_gives_unreachable_within_the_limit_then_recovers() {
     let private = cephrbd_tests::PrivateLab::start("stopmon");
     let t = TestSr::on(private.lab.clone(), |c| c["timeout"] = json!("4"));
-    assert_eq!(t.call("SR.stat", json!({})).ok()["health"][0], "Healthy");
+    let healthy = t.call("SR.stat", json!({})).ok();
+    assert_eq!(healthy["health"][0], "Healthy");
     private.signal("mon.a", "STOP");
     let started = std::time::Instant::now();
     let stat = t.call("SR.stat", json!({})).ok();
     let elapsed = started.elapsed();
+    // Issue 14 item 1: the last known figures (this mgr-less cluster reports 0 space, so
+    // the shared-cluster test above is the one that tells them from zeros).
+    assert_eq!((&stat["total_space"], &stat["free_space"]), (&healthy["total_space"], &healthy["free_space"]));
     let (name, _) = t
         .call("Volume.create", json!({"name": "x", "description": "", "size": 4096, "sharable": false}))
         .error_name_and_message();
@@ -441,4 +460,17 @@ fn ceph_usage_is_real_with_fast_diff() {
     let used = t.call("Volume.stat", json!({"key": key(&v)})).ok()["physical_utilisation"].as_i64().expect("int");
     assert_eq!(used, 8 << 20);
     assert_eq!(t.ls()[0]["physical_utilisation"], json!(8 << 20));
+}
+
+/// Issue 14 item 2: size 0 is accepted (the IDL's size is a minimum, and xapi's own
+/// self-test creates such volumes): an empty image that can grow, snapshot and go.
+#[test]
+fn ceph_a_zero_byte_volume_can_be_created() {
+    let t = TestSr::create();
+    let v = t.create_volume("empty", 0);
+    assert_eq!(v["virtual_size"], 0);
+    assert_eq!(t.call("Volume.stat", json!({"key": key(&v)})).ok()["virtual_size"], 0);
+    t.call("Volume.snapshot", json!({"key": key(&v)})).ok();
+    t.call("Volume.resize", json!({"key": key(&v), "new_size": 4096})).ok();
+    assert_eq!(t.call("Volume.stat", json!({"key": key(&v)})).ok()["virtual_size"], 4096);
 }

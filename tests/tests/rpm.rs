@@ -41,6 +41,26 @@ fn run(program: &Path, args: &[&str]) {
     assert!(out.status.success(), "{} {args:?}: {}", program.display(), String::from_utf8_lossy(&out.stderr));
 }
 
+/// The fault-injection variables (`common`'s `fault-injection` feature).
+const INJECTION_HOOKS: &[&str] = &["CEPHRBD_CRASH_AFTER", "CEPHRBD_PANIC"];
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The binaries the test suite runs do carry the hooks (so the RPM check below can fail).
+#[test]
+fn test_binaries_carry_the_injection_hooks() {
+    for (binary, hooks) in
+        [("volume", &INJECTION_HOOKS[..1]), ("datapath", &INJECTION_HOOKS[..1]), ("CephRBDSR", INJECTION_HOOKS)]
+    {
+        let bytes = std::fs::read(cephrbd_tests::binary(binary)).expect("read binary");
+        for hook in hooks {
+            assert!(contains(&bytes, hook.as_bytes()), "{binary} built for the tests lacks {hook}");
+        }
+    }
+}
+
 #[test]
 fn ceph_rpm_installs_working_plugins() {
     let Some(rpm) = rpm() else { return };
@@ -70,6 +90,11 @@ fn ceph_rpm_installs_working_plugins() {
             .max()
             .expect("glibc symbols");
         assert!(newest <= (2, 17), "{binary} needs GLIBC_{}.{}: it would not start on CentOS 7", newest.0, newest.1);
+        // The crash and panic hooks are for the test suite's binaries only.
+        let bytes = std::fs::read(lib.join(binary)).expect("read binary");
+        for hook in INJECTION_HOOKS {
+            assert!(!contains(&bytes, hook.as_bytes()), "{binary} in the RPM carries the test hook {hook}");
+        }
     }
 
     // What %post does, twice (an upgrade refreshes in place), then the plugins.

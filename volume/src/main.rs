@@ -181,7 +181,7 @@ fn sr_destroy(a: SrArgs) -> Result<(), OpError> {
 }
 
 fn sr_stat(a: SrArgs) -> Result<SrStat, OpError> {
-    sr::stat(&parse_sr(&a.sr)?)
+    sr::stat(&Host::from_env(), &parse_sr(&a.sr)?)
 }
 
 fn sr_set_name(a: SrNameArgs) -> Result<(), OpError> {

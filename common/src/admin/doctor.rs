@@ -269,6 +269,9 @@ pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
                 Kind::Unreachable | Kind::TimedOut => {
                     "check mon_host/ceph.conf, the network to the monitors, and the cluster's health"
                 }
+                Kind::Keyring => "make the keyring readable and give it the user's key: ceph auth get client.<user>",
+                Kind::NoMonitors => "set mon_host in ceph.conf (or device-config mon_host)",
+                Kind::ConfUnreadable => "check ceph_conf: the file must exist and be readable",
                 _ => "see the error",
             };
             finding(Status::Fail, &check, chain(&e), Some(fix))

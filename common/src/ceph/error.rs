@@ -1,6 +1,15 @@
 //! What a failed `rbd`/`ceph` call means: a small table of named stderr signatures
 //! ([`SIGNATURES`]) and the tools' errno exit statuses ([`EXIT_CODES`]), classified into a
 //! [`Kind`] and carried by a [`CephError`] that names the object the call was about.
+//!
+//! Classification goes from the connection to the object ([`classify`]): first what stops
+//! the tool from reaching the cluster at all (no monitor address, an unreadable ceph.conf,
+//! a keyring Ceph cannot load, refused credentials, a time limit), then, once a failure is
+//! known to be a failed *connection*, never an object's absence: `rbd` exits 2 (ENOENT)
+//! both for a missing image and for a keyring it cannot find, and reading the second as
+//! the first turned a missing keyring into "pool does not exist" and a `rbd rm` into a
+//! silent success. Lines Ceph prints while searching its default keyring locations
+//! ([`NOISE`]) are ignored: the `ceph` tool prints them on every call, successful or not.
 
 use std::time::Duration;
 
@@ -27,20 +36,47 @@ pub enum Kind {
     TimedOut,
     /// The pool is full or over quota.
     NoSpace,
+    /// No key could be loaded: the keyring is missing, unreadable, or cannot be decoded.
+    Keyring,
+    /// The tool has no monitor address to contact (no `mon_host` in ceph.conf or
+    /// device-config).
+    NoMonitors,
+    /// The Ceph configuration file cannot be read.
+    ConfUnreadable,
+    /// A kernel module the call needs is not loaded and cannot be loaded.
+    KernelModule,
     /// Anything else.
     Other,
 }
 
-/// Named stderr signatures of the `rbd`/`ceph` tools, most specific first. Each has a unit
-/// test against a captured sample. They are consulted before [`EXIT_CODES`] because some
-/// failures exit with a code that means something else (a refused connection exits 13 or
-/// 110 for the same cause).
-pub const SIGNATURES: &[(&str, Kind)] = &[
+/// Lines Ceph prints while it searches for a keyring in its default places. The `ceph`
+/// tool prints them on every call (it opens a first handle before reading its arguments),
+/// so they say nothing about a failure; they also hold `(2) No such file or directory`.
+pub const NOISE: &[&str] = &["unable to find a keyring on", "no keyring found at"];
+
+/// Named stderr signatures of failures to reach the cluster, checked first, most specific
+/// first. Each has a unit test against a sample captured from Ceph 16.2.
+pub const CONNECTION_SIGNATURES: &[(&str, Kind)] = &[
+    ("cannot identify monitors to contact", Kind::NoMonitors),
+    ("unable to open config file", Kind::ConfUnreadable),
+    ("monclient: keyring not found", Kind::Keyring),
+    ("auth: failed to load", Kind::Keyring),
     ("(13) Permission denied", Kind::PermissionDenied),
     ("(1) Operation not permitted", Kind::PermissionDenied),
     ("RADOS permission denied", Kind::PermissionDenied),
     ("(110) Connection timed out", Kind::Unreachable),
     ("RADOS timed out", Kind::Unreachable),
+    // `ceph`'s way of saying ENOENT on connect: no key found (monitors were checked above).
+    ("RADOS object not found (error connecting to the cluster)", Kind::Keyring),
+];
+
+/// What `rbd` and `ceph` print when they could not connect at all, whatever the cause.
+pub const CONNECT_FAILED: &[&str] = &["couldn't connect to the cluster", "error connecting to the cluster"];
+
+/// Named stderr signatures of the `rbd`/`ceph` tools about objects, once connected, most
+/// specific first. Each has a unit test against a captured sample. They are consulted
+/// before [`EXIT_CODES`] because some failures exit with a code that means something else.
+pub const SIGNATURES: &[(&str, Kind)] = &[
     ("(122) Disk quota exceeded", Kind::NoSpace),
     ("(28) No space left on device", Kind::NoSpace),
     ("image has snapshots", Kind::HasSnapshots),
@@ -149,12 +185,63 @@ pub enum CephError {
         #[source]
         source: CommandError,
     },
+    /// No key could be loaded for the user.
+    #[error("Ceph cannot load a key for client.{user} from {keyring}: the keyring is missing, unreadable or malformed (it must hold `key = <base64>` under [client.{user}]: ceph auth get client.{user})")]
+    Keyring {
+        /// The cephx id used.
+        user: String,
+        /// The keyring file, or where Ceph looked for one.
+        keyring: String,
+        /// The failed command (boxed: this variant carries two names).
+        #[source]
+        source: Box<CommandError>,
+    },
+    /// There is no monitor address to contact.
+    #[error(
+        "no Ceph monitor to contact: {conf} has no mon_host and device-config gives none (set mon_host in either)"
+    )]
+    NoMonitors {
+        /// The configuration file used.
+        conf: String,
+        /// The failed command.
+        #[source]
+        source: CommandError,
+    },
+    /// The configuration file cannot be read.
+    #[error("cannot read the Ceph configuration file {conf} (check device-config ceph_conf)")]
+    ConfUnreadable {
+        /// The configuration file.
+        conf: String,
+        /// The failed command.
+        #[source]
+        source: CommandError,
+    },
+    /// A kernel module is missing.
+    #[error("the kernel module `{module}` is not loaded and cannot be loaded: run `modprobe {module}` (or use the userspace datapath, device-config datapath=qsd)")]
+    KernelModule {
+        /// The module.
+        module: &'static str,
+        /// The failed command.
+        #[source]
+        source: CommandError,
+    },
     /// Any other failure.
     #[error("Ceph call failed")]
     Failed {
         /// The failed command.
         #[source]
         source: CommandError,
+    },
+    /// A connection setting that cannot be handed to Ceph (device-config and URI parsing
+    /// refuse these first; this is the driver's second check, before any command).
+    #[error("{name} {value:?} cannot be handed to Ceph: {reason}")]
+    BadSetting {
+        /// The setting (`mon_host`, `keyring`, …).
+        name: &'static str,
+        /// Its value (never a secret: paths and addresses).
+        value: String,
+        /// Why.
+        reason: String,
     },
     /// A tool answered with output we cannot parse.
     #[error("cannot parse the output of `{command}`: {detail}")]
@@ -179,15 +266,78 @@ impl CephError {
             CephError::Unreachable { .. } => Kind::Unreachable,
             CephError::TimedOut { .. } => Kind::TimedOut,
             CephError::NoSpace { .. } => Kind::NoSpace,
-            CephError::Failed { .. } | CephError::BadOutput { .. } => Kind::Other,
+            CephError::Keyring { .. } => Kind::Keyring,
+            CephError::NoMonitors { .. } => Kind::NoMonitors,
+            CephError::ConfUnreadable { .. } => Kind::ConfUnreadable,
+            CephError::KernelModule { .. } => Kind::KernelModule,
+            // Never Invalid: idempotent steps read Invalid as "already done".
+            CephError::Failed { .. } | CephError::BadSetting { .. } | CephError::BadOutput { .. } => Kind::Other,
+        }
+    }
+
+    /// The failed command, if a command failed (not for unparsable output).
+    pub fn command(&self) -> Option<&CommandError> {
+        match self {
+            CephError::NotFound { source, .. }
+            | CephError::AlreadyExists { source, .. }
+            | CephError::Busy { source, .. }
+            | CephError::HasSnapshots { source, .. }
+            | CephError::Refused { source, .. }
+            | CephError::PermissionDenied { source, .. }
+            | CephError::Unreachable { source, .. }
+            | CephError::TimedOut { source, .. }
+            | CephError::NoSpace { source }
+            | CephError::NoMonitors { source, .. }
+            | CephError::ConfUnreadable { source, .. }
+            | CephError::KernelModule { source, .. }
+            | CephError::Failed { source } => Some(source),
+            CephError::Keyring { source, .. } => Some(source),
+            CephError::BadSetting { .. } | CephError::BadOutput { .. } => None,
+        }
+    }
+
+    /// The failed command, by value; the error itself when there is none.
+    pub fn into_command(self) -> Result<CommandError, CephError> {
+        match self {
+            CephError::NotFound { source, .. }
+            | CephError::AlreadyExists { source, .. }
+            | CephError::Busy { source, .. }
+            | CephError::HasSnapshots { source, .. }
+            | CephError::Refused { source, .. }
+            | CephError::PermissionDenied { source, .. }
+            | CephError::Unreachable { source, .. }
+            | CephError::TimedOut { source, .. }
+            | CephError::NoSpace { source }
+            | CephError::NoMonitors { source, .. }
+            | CephError::ConfUnreadable { source, .. }
+            | CephError::KernelModule { source, .. }
+            | CephError::Failed { source } => Ok(source),
+            CephError::Keyring { source, .. } => Ok(*source),
+            other @ (CephError::BadSetting { .. } | CephError::BadOutput { .. }) => Err(other),
         }
     }
 }
 
-/// Classifies a failed command by its stderr signature, else by its exit status.
+/// Classifies a failed command: [`NOISE`] lines are dropped; then a connection signature
+/// ([`CONNECTION_SIGNATURES`]); then, for a failed connection ([`CONNECT_FAILED`]), its
+/// errno (ENOENT: no key found; never a missing object); then an object signature
+/// ([`SIGNATURES`]); then the exit status ([`EXIT_CODES`]).
 pub fn classify(stderr: &str, exit_code: Option<i32>) -> Kind {
-    if let Some((_, kind)) = SIGNATURES.iter().find(|(sig, _)| stderr.contains(sig)) {
-        return *kind;
+    let text: String = stderr.lines().filter(|l| !NOISE.iter().any(|n| l.contains(n))).collect::<Vec<_>>().join("\n");
+    let signature = |table: &[(&str, Kind)]| table.iter().find(|(sig, _)| text.contains(sig)).map(|(_, k)| *k);
+    if let Some(kind) = signature(CONNECTION_SIGNATURES) {
+        return kind;
+    }
+    if CONNECT_FAILED.iter().any(|s| text.contains(s)) {
+        return match exit_code {
+            Some(2) => Kind::Keyring,
+            Some(1 | 13) => Kind::PermissionDenied,
+            Some(110) => Kind::Unreachable,
+            _ => Kind::Other,
+        };
+    }
+    if let Some(kind) = signature(SIGNATURES) {
+        return kind;
     }
     EXIT_CODES.iter().find(|(code, _)| Some(*code) == exit_code).map_or(Kind::Other, |(_, kind)| *kind)
 }
@@ -220,5 +370,36 @@ mod tests {
         assert_eq!(classify("rbd: snap is already unprotected", Some(22)), Kind::Invalid);
         assert_eq!(classify("rbd: snap is already protected", Some(16)), Kind::Busy);
         assert_eq!(classify("rbd: snapshot 's1' is protected from removal.", Some(16)), Kind::Busy);
+    }
+
+    /// Issue 14 item 8: each way of failing to reach the cluster names its cause, never a
+    /// missing object. Samples captured from `rbd`/`ceph` 16.2.15 against the lab cluster.
+    #[test]
+    fn connection_failures_name_their_cause() {
+        let missing_keyring_rbd = "2026-11-30T10:14:06.469+0000 7fb518a91380 -1 auth: unable to find a keyring on /nonexistent/kr: (2) No such file or directory\n2026-11-30T10:14:06.469+0000 7fb518a91380 -1 AuthRegistry(0x55af70ee4998) no keyring found at /nonexistent/kr, disabling cephx\nrbd: couldn't connect to the cluster!\nrbd: listing images failed: (2) No such file or directory";
+        let missing_keyring_ceph = "2026-11-30T10:14:13.345+0000 7f57f101b6c0 -1 auth: unable to find a keyring on /etc/ceph/ceph.client.admin.keyring,/etc/ceph/ceph.keyring,/etc/ceph/keyring,/etc/ceph/keyring.bin,: (2) No such file or directory\n2026-11-30T10:14:13.353+0000 7f57f081a6c0 -1 auth: unable to find a keyring on /nonexistent/kr: (2) No such file or directory\n[errno 2] RADOS object not found (error connecting to the cluster)";
+        let keyring_is_a_directory = "2026-11-30T10:14:06.673+0000 7f99c1a8d380 -1 auth: error reading file: /tmp: bufferlist::read_file(/tmp): read error:(21) Is a directory\n2026-11-30T10:14:06.673+0000 7f99c1a8d380 -1 auth: failed to load /tmp: (21) Is a directory\n2026-11-30T10:14:06.673+0000 7f99c1a8d380 -1 monclient: keyring not found\nrbd: couldn't connect to the cluster!";
+        let malformed_key = "2026-11-30T10:13:55.073+0000 7f4ff989f380 -1 auth: error parsing file kr: error setting modifier for [client.admin] type=key val=<redacted>: Malformed input\n2026-11-30T10:13:55.073+0000 7f4ff989f380 -1 auth: failed to load kr: (5) Input/output error\n2026-11-30T10:13:55.089+0000 7f4ff989f380 -1 monclient: keyring not found\nrbd: couldn't connect to the cluster!\nrbd: listing images failed: (5) Input/output error";
+        let no_monitors_rbd = "2026-11-30T10:14:10.125+0000 7f7497e57380 -1 failed for service _ceph-mon._tcp\nunable to get monitor info from DNS SRV with service name: ceph-mon\n2026-11-30T10:14:10.125+0000 7f7497e57380 -1 monclient: get_monmap_and_config cannot identify monitors to contact\nrbd: couldn't connect to the cluster!";
+        let no_monitors_ceph = "2026-11-30T10:14:10.261+0000 7f12d171b6c0 -1 monclient: get_monmap_and_config cannot identify monitors to contact\n[errno 2] RADOS object not found (error connecting to the cluster)";
+        let missing_conf = "global_init: unable to open config file from search list /nonexistent.conf";
+        let wrong_user = "2026-11-30T10:14:06.709+0000 7f51d0d816c0 -1 monclient(hunting): handle_auth_bad_method server allowed_methods [2] but i only support [2]\nrbd: couldn't connect to the cluster!";
+        for (stderr, exit, kind) in [
+            (missing_keyring_rbd, 2, Kind::Keyring),
+            (missing_keyring_ceph, 1, Kind::Keyring),
+            (keyring_is_a_directory, 21, Kind::Keyring),
+            (malformed_key, 5, Kind::Keyring),
+            (no_monitors_rbd, 2, Kind::NoMonitors),
+            (no_monitors_ceph, 1, Kind::NoMonitors),
+            (missing_conf, 1, Kind::ConfUnreadable),
+            (wrong_user, 13, Kind::PermissionDenied),
+        ] {
+            assert_eq!(classify(stderr, Some(exit)), kind, "{stderr}");
+        }
+        // The `ceph` tool's keyring search noise does not turn other failures into a
+        // missing object or a keyring problem.
+        let noise = "2026-11-30T10:15:45.969+0000 7fa0cfdff6c0 -1 auth: unable to find a keyring on /etc/ceph/ceph.client.admin.keyring,/etc/ceph/ceph.keyring,/etc/ceph/keyring,/etc/ceph/keyring.bin,: (2) No such file or directory\n2026-11-30T10:15:45.969+0000 7fa0cfdff6c0 -1 AuthRegistry(0x7fa0c805b630) no keyring found at /etc/ceph/ceph.client.admin.keyring,/etc/ceph/ceph.keyring,/etc/ceph/keyring,/etc/ceph/keyring.bin,, disabling cephx";
+        assert_eq!(classify(&format!("{noise}\nError EINVAL: invalid command"), Some(22)), Kind::Invalid);
+        assert_eq!(classify(&format!("{noise}\nError ENOENT: unrecognized pool 'nope'"), Some(2)), Kind::NotFound);
     }
 }

@@ -81,16 +81,33 @@ pub fn find(sysfs: &Path, pool: &str, namespace: &str, image: &str, snap: Option
         .find(|m| m.pool == pool && m.namespace == namespace && m.image == image && m.snap.as_deref() == snap)
 }
 
-/// `rbd device map -o noshare[,ro]`: returns the device path.
+/// What `rbd device map` prints when the kernel has no RBD driver and `modprobe rbd`
+/// fails (captured from rbd 16.2 on a kernel without the module); it then ends with
+/// `map failed: (2) No such file or directory`, which must not read as a missing image.
+pub const MODULE_MISSING: &str = "failed to load rbd kernel module";
+
+/// `rbd device map --options=noshare[,ro]`: returns the device path. A kernel without the RBD
+/// driver is [`CephError::KernelModule`], with its fix.
 pub fn map(conn: &Conn, spec: &str, read_only: bool) -> Result<PathBuf, CephError> {
-    let options = if read_only { "noshare,ro" } else { "noshare" };
-    let mut args = vec!["device", "map", "-o", options];
+    let options = if read_only { "--options=noshare,ro" } else { "--options=noshare" };
+    let mut args = vec!["device", "map", options];
     if read_only {
         args.push("--read-only");
     }
     args.push(spec);
-    let out = conn.rbd(&format!("image {spec}"), &args)?;
+    let out = conn.rbd(&format!("image {spec}"), &args).map_err(module_missing)?;
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Recognises a missing kernel module in a failed map.
+fn module_missing(err: CephError) -> CephError {
+    if !err.command().is_some_and(|c| c.stderr().contains(MODULE_MISSING)) {
+        return err;
+    }
+    match err.into_command() {
+        Ok(source) => CephError::KernelModule { module: "rbd", source },
+        Err(err) => err,
+    }
 }
 
 /// `rbd device unmap`.
@@ -136,6 +153,30 @@ mod tests {
         assert_eq!(find(&root, "rbd", "", "other", None).map(|m| m.id), Some("0".to_owned()));
         assert_eq!(supported_features(&root), Some(0x3d));
         fs::remove_dir_all(root).expect("cleanup");
+    }
+
+    /// Issue 14 item 8: `rbd device map` on a kernel without the rbd module, as captured
+    /// here (rbd 16.2.15, kernel 6.18 without modules), is a missing module, not a missing
+    /// image.
+    #[test]
+    fn a_missing_module_is_named_with_its_fix() {
+        use crate::process::runner::{CommandError, Status};
+        let stderr = "modinfo: ERROR: Module rbd not found.\nmodprobe: FATAL: Module rbd not found in directory /lib/modules/6.18.44-fc-v669\nrbd: failed to load rbd kernel module (1)\nrbd: sysfs write failed\nIn some cases useful info is found in syslog - try \"dmesg | tail\".\nrbd: map failed: (2) No such file or directory";
+        let failed = |stderr: &str| CommandError::Failed {
+            program: "rbd",
+            command: "rbd device map rbd/x".to_owned(),
+            status: Status::Exit(2),
+            stderr: stderr.to_owned(),
+        };
+        let classified = CephError::NotFound { what: "image rbd/x".to_owned(), source: failed(stderr) };
+        let err = module_missing(classified);
+        assert_eq!(err.kind(), crate::ceph::Kind::KernelModule);
+        assert!(err.to_string().contains("modprobe rbd"), "{err}");
+        let other = CephError::NotFound {
+            what: "image rbd/x".to_owned(),
+            source: failed("rbd: map failed: (2) No such file or directory"),
+        };
+        assert_eq!(module_missing(other).kind(), crate::ceph::Kind::NotFound);
     }
 
     #[test]

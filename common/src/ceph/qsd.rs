@@ -3,10 +3,23 @@
 //!
 //! The daemon is started with `--daemonize` (it detaches once the export is ready) and a
 //! pidfile; [`stop`] checks the pid still belongs to our daemon (its command line names our
-//! socket) before signalling it, so a recycled pid is never killed. The key reaches librbd
-//! through `CEPH_ARGS=--keyring <file>` (QEMU's rbd driver has no keyring option), never
-//! on the command line.
+//! socket) before signalling it, so a recycled pid is never killed.
+//!
+//! QEMU's rbd driver has options for the conf file, the user and the image, but none for a
+//! keyring, a monitor list in Ceph's own syntax or a client time limit: those reach librbd
+//! through the environment, and never through a value Ceph could split. `CEPH_ARGS` is
+//! split on spaces by Ceph, so a keyring path with a space broke activation, and a
+//! `mon_host` of `1.2.3.4 --log-file /any/path --debug-auth 30` added options. Now:
+//! - the keyring path goes alone in `CEPH_KEYRING`, read whole by librados (spaces work);
+//! - `CEPH_ARGS` holds only `--name=value` words whose values cannot contain a space: our
+//!   own time limit, and `mon_host`, which device-config and URI parsing refuse with any
+//!   whitespace ([`crate::ceph::conn::mon_host_problem`]) and [`Daemon::start`] checks
+//!   again ([`Conn::problem`]).
+//!
+//! No key is ever on the command line or in the environment: librados reads it from the
+//! keyring file.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::thread;
@@ -55,6 +68,7 @@ impl Daemon {
             return Ok(());
         }
         self.remove_files();
+        conn.learn_secrets();
         let program = qsd()?;
         let mut blockdev = format!(
             "driver=rbd,node-name=disk,pool={},image={},conf={},user={},cache.direct=on,read-only={}",
@@ -70,16 +84,21 @@ impl Daemon {
         if let Some(snap) = &image.snap {
             blockdev.push_str(&format!(",snapshot={}", escape(snap)));
         }
-        let mut ceph_args = format!("--client-mount-timeout {}", conn.timeout.as_secs().max(1));
-        if let Some(keyring) = &conn.keyring {
-            ceph_args.push_str(&format!(" --keyring {}", keyring.display()));
+        if let Some((name, value, reason)) = conn.problem() {
+            return Err(CommandError::Spawn {
+                program: program.path().display().to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, format!("{name} {value:?} {reason}")),
+            });
         }
+        let mut ceph_args = vec![format!("--client-mount-timeout={}", conn.timeout.as_secs().max(1))];
         if let Some(mon) = &conn.mon_host {
-            ceph_args.push_str(&format!(" --mon-host {mon}"));
+            ceph_args.push(format!("--mon-host={mon}"));
         }
-        Cmd::new(&program, conn.timeout)
-            .env("CEPH_ARGS", ceph_args)
-            .args(["--blockdev", &blockdev])
+        let mut cmd = Cmd::new(&program, conn.timeout).env("CEPH_ARGS", ceph_args.join(" "));
+        if let Some(keyring) = &conn.keyring {
+            cmd = cmd.env("CEPH_KEYRING", keyring.display().to_string());
+        }
+        cmd.args(["--blockdev", &blockdev])
             .args(["--nbd-server", &format!("addr.type=unix,addr.path={}", escape(&self.socket.display().to_string()))])
             .args([
                 "--export",

@@ -1,7 +1,9 @@
 //! Typed wrappers over the `rbd` and `ceph` subcommands cephrbd uses, one function each.
 //!
 //! Each takes the [`Conn`] and an image spec (`pool/namespace/image[@snap]`) and returns a
-//! typed value. Idempotent primitives say what happened ([`Action`]): deleting what is
+//! typed value. Every option value is written `--name=value`, one argument, so no value can
+//! be read as an option; positional specs start with a pool name, which device-config and
+//! URI parsing refuse to start with `-`. Idempotent primitives say what happened ([`Action`]): deleting what is
 //! already gone, or protecting what is already protected, is `Identity`, not an error, so
 //! every operation can be retried after a partial failure.
 
@@ -37,11 +39,11 @@ fn run(conn: &Conn, what: &str, args: &[&str]) -> Result<(), CephError> {
     conn.rbd(what, args).map(drop)
 }
 
-/// `rbd create --size <bytes>B --image-feature … <spec>`.
+/// `rbd create --size=<bytes>B --image-feature=… <spec>`.
 pub fn create(conn: &Conn, spec: &str, size: u64, features: &[String]) -> Result<(), CephError> {
-    let size = format!("{size}B");
-    let features = features.join(",");
-    run(conn, &format!("image {spec}"), &["create", "--size", &size, "--image-feature", &features, spec])
+    let size = format!("--size={size}B");
+    let features = format!("--image-feature={}", features.join(","));
+    run(conn, &format!("image {spec}"), &["create", &size, &features, spec])
 }
 
 /// `rbd rm <spec>`; `Identity` if it is already gone.
@@ -49,10 +51,10 @@ pub fn remove(conn: &Conn, spec: &str) -> Result<Action, CephError> {
     identity_if(run(conn, &format!("image {spec}"), &["rm", "--no-progress", spec]), Kind::NotFound, "rm")
 }
 
-/// `rbd resize --size <bytes>B <spec>` (never shrinks: rbd refuses without --allow-shrink).
+/// `rbd resize --size=<bytes>B <spec>` (never shrinks: rbd refuses without --allow-shrink).
 pub fn resize(conn: &Conn, spec: &str, size: u64) -> Result<(), CephError> {
-    let size = format!("{size}B");
-    run(conn, &format!("image {spec}"), &["resize", "--no-progress", "--size", &size, spec])
+    let size = format!("--size={size}B");
+    run(conn, &format!("image {spec}"), &["resize", "--no-progress", &size, spec])
 }
 
 /// `rbd snap create <spec>@<snap>`. No `--no-progress`: Nautilus (14.2, the dom0 client)
@@ -86,8 +88,8 @@ pub fn snap_remove(conn: &Conn, snap_spec: &str) -> Result<Action, CephError> {
 
 /// `rbd clone <parent@snap> <child>` with the child's features.
 pub fn clone(conn: &Conn, snap_spec: &str, child: &str, features: &[String]) -> Result<(), CephError> {
-    let features = features.join(",");
-    run(conn, &format!("image {child}"), &["clone", "--image-feature", &features, snap_spec, child])
+    let features = format!("--image-feature={}", features.join(","));
+    run(conn, &format!("image {child}"), &["clone", &features, snap_spec, child])
 }
 
 /// One snapshot of an image (`rbd snap ls --format json`).
@@ -173,7 +175,11 @@ pub fn children(conn: &Conn, snap_spec: &str) -> Result<Vec<Child>, CephError> {
 
 /// `rbd ls <pool>/<namespace>`: every image name in a namespace.
 pub fn ls(conn: &Conn, pool: &str, namespace: &str) -> Result<Vec<String>, CephError> {
-    conn.rbd_json(&format!("namespace {pool}/{namespace}"), &["ls", "--pool", pool, "--namespace", namespace], "[]")
+    conn.rbd_json(
+        &format!("namespace {pool}/{namespace}"),
+        &["ls", &format!("--pool={pool}"), &format!("--namespace={namespace}")],
+        "[]",
+    )
 }
 
 /// One entry of `rbd du --format json`.
@@ -201,7 +207,7 @@ pub fn du(conn: &Conn, pool: &str, namespace: &str, image: Option<&str>) -> Resu
         Some(spec) => conn.rbd_json(&format!("image {spec}"), &["du", spec], "{}")?,
         None => conn.rbd_json(
             &format!("namespace {pool}/{namespace}"),
-            &["du", "--pool", pool, "--namespace", namespace],
+            &["du", &format!("--pool={pool}"), &format!("--namespace={namespace}")],
             "{}",
         )?,
     };
@@ -212,7 +218,7 @@ pub fn du(conn: &Conn, pool: &str, namespace: &str, image: Option<&str>) -> Resu
 pub fn namespace_create(conn: &Conn, pool: &str, namespace: &str) -> Result<Action, CephError> {
     let what = format!("namespace {pool}/{namespace}");
     identity_if(
-        run(conn, &what, &["namespace", "create", "--pool", pool, "--namespace", namespace]),
+        run(conn, &what, &["namespace", "create", &format!("--pool={pool}"), &format!("--namespace={namespace}")]),
         Kind::AlreadyExists,
         "ns",
     )
@@ -222,7 +228,7 @@ pub fn namespace_create(conn: &Conn, pool: &str, namespace: &str) -> Result<Acti
 pub fn namespace_remove(conn: &Conn, pool: &str, namespace: &str) -> Result<Action, CephError> {
     let what = format!("namespace {pool}/{namespace}");
     identity_if(
-        run(conn, &what, &["namespace", "remove", "--pool", pool, "--namespace", namespace]),
+        run(conn, &what, &["namespace", "remove", &format!("--pool={pool}"), &format!("--namespace={namespace}")]),
         Kind::NotFound,
         "ns rm",
     )
@@ -236,7 +242,7 @@ struct NamespaceEntry {
 /// `rbd namespace ls <pool>`.
 pub fn namespace_ls(conn: &Conn, pool: &str) -> Result<Vec<String>, CephError> {
     let entries: Vec<NamespaceEntry> =
-        conn.rbd_json(&format!("pool {pool}"), &["namespace", "ls", "--pool", pool], "[]")?;
+        conn.rbd_json(&format!("pool {pool}"), &["namespace", "ls", &format!("--pool={pool}")], "[]")?;
     Ok(entries.into_iter().map(|e| e.name).collect())
 }
 

@@ -1,17 +1,17 @@
 //! What this host holds of each volume: one JSON file per volume,
 //! `<run dir>/dp/<volume>.json`, read and written only under that volume's lock
-//! (`<volume>.lock`). The datapath operations keep it; their reaper repairs it after a
+//! (`<volume>.lock`, removed with the state: see [`Held`]). The datapath operations keep it; their reaper repairs it after a
 //! crash.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::lock::lock_file;
+use super::lock::{lock_file, LockFile};
 use super::Host;
 use crate::error::OpError;
 
@@ -67,11 +67,13 @@ fn local(path: &Path) -> impl Fn(std::io::Error) -> OpError + '_ {
     move |source| OpError::LocalState { path: path.display().to_string(), source }
 }
 
-/// One volume's state file, locked for as long as this value lives.
+/// One volume's state file, locked for as long as this value lives. When it is released
+/// and the host holds nothing of the volume any more (no state file), the lock file goes
+/// too, so the run dir does not fill with the locks of volumes long gone.
 #[derive(Debug)]
 pub struct Held {
     path: PathBuf,
-    _lock: File,
+    lock: Option<LockFile>,
 }
 
 impl Held {
@@ -79,7 +81,7 @@ impl Held {
     pub fn open(host: &Host, volume: Uuid, limit: Duration) -> Result<Held, OpError> {
         let dir = host.datapath_dir();
         let lock = lock_file(&dir.join(format!("{volume}.lock")), limit, &format!("volume {volume}"))?;
-        Ok(Held { path: dir.join(format!("{volume}.json")), _lock: lock })
+        Ok(Held { path: dir.join(format!("{volume}.json")), lock: Some(lock) })
     }
 
     /// The state, if the host holds anything of the volume.
@@ -102,6 +104,18 @@ impl Held {
     }
 }
 
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            if self.path.exists() {
+                drop(lock);
+            } else {
+                lock.remove();
+            }
+        }
+    }
+}
+
 /// Every volume this host has state, a lock or daemon files for.
 pub fn volumes(host: &Host) -> BTreeSet<Uuid> {
     let Ok(entries) = fs::read_dir(host.datapath_dir()) else { return BTreeSet::new() };
@@ -113,4 +127,47 @@ pub fn volumes(host: &Host) -> BTreeSet<Uuid> {
             Uuid::try_parse(&id).ok()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14 item 9: a volume's lock file goes when its state goes.
+    #[test]
+    fn the_lock_file_goes_with_the_state() {
+        let run_dir = std::env::temp_dir().join(format!("cephrbd-held-{}", Uuid::new_v4()));
+        let host = Host { run_dir: run_dir.clone(), sysfs: PathBuf::from("/sys") };
+        let files = || -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(host.datapath_dir())
+                .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let volume = Uuid::new_v4();
+        // Looked at, nothing held: nothing left.
+        drop(Held::open(&host, volume, Duration::from_secs(1)).expect("lock"));
+        assert_eq!(files(), Vec::<String>::new());
+        // Held: state and lock stay between calls.
+        let held = Held::open(&host, volume, Duration::from_secs(1)).expect("lock");
+        let mut state = Attachment {
+            uri: "u".to_owned(),
+            mode: Mode::Qsd,
+            domains: ["1".to_owned()].into_iter().collect(),
+            device: None,
+            mapping: false,
+            active: None,
+        };
+        held.save(&state).expect("save");
+        drop(held);
+        assert_eq!(files(), [format!("{volume}.json"), format!("{volume}.lock")]);
+        // Released: both go.
+        let held = Held::open(&host, volume, Duration::from_secs(1)).expect("lock");
+        state.domains.clear();
+        held.save(&state).expect("save");
+        drop(held);
+        assert_eq!(files(), Vec::<String>::new());
+        let _ = fs::remove_dir_all(run_dir);
+    }
 }

@@ -1,11 +1,12 @@
-//! State this host keeps between calls: locks ([`lock`]) and what it holds of each volume
-//! ([`attachments`]), all under one run directory that is cleared at reboot, like the
-//! mappings and daemons it describes.
+//! State this host keeps between calls: locks ([`lock`]), what it holds of each volume
+//! ([`attachments`]) and the last figures of each SR ([`figures`]), all under one run
+//! directory that is cleared at reboot, like the mappings and daemons it describes.
 //!
 //! Operations receive a [`Host`] rather than reading the environment, so two "hosts" (two
 //! run directories) can share one machine in tests.
 
 pub mod attachments;
+pub mod figures;
 pub mod lock;
 
 use std::path::PathBuf;

@@ -122,7 +122,12 @@ fn conn_from(parts: &Parts, pool: &str, text: &str, what: &'static str) -> Resul
             return Err(bad(&format!("no {required}")));
         }
     }
-    Ok(DeviceConfig::parse(&config).map_err(|e| bad(&e.to_string()))?.conn())
+    let conn = DeviceConfig::parse(&config).map_err(|e| bad(&e.to_string()))?.conn();
+    // A URI is as untrusted as device-config: no value may become a Ceph option.
+    if let Some((name, value, reason)) = conn.problem() {
+        return Err(bad(&format!("{name} {value:?} {reason}")));
+    }
+    Ok(conn)
 }
 
 /// The SR string: everything a call needs to reach the SR.
@@ -357,6 +362,29 @@ mod tests {
         assert!(VolumeUri::parse(&v.render()).is_err());
         let text = volume(Uuid::new_v4()).render().replace("timeout=17", "timeout=0");
         assert!(VolumeUri::parse(&text).is_err());
+    }
+
+    /// Issue 14 item 7: a URI cannot smuggle options either.
+    #[test]
+    fn uris_whose_values_could_become_options_are_refused() {
+        let mut v = VolumeUri {
+            scheme: "cephrbd+qsd".to_owned(),
+            pool: "p".to_owned(),
+            namespace: "n".to_owned(),
+            image: String::new(),
+            snap: None,
+            volume: Uuid::new_v4(),
+            conn: conn(),
+        };
+        v.image = Object::Image(v.volume).to_string();
+        v.conn.mon_host = Some("127.0.0.1:3300 --log-file /tmp/x --debug-auth 30".to_owned());
+        assert!(VolumeUri::parse(&v.render()).is_err());
+        v.conn.mon_host = None;
+        v.conn.keyring = Some(PathBuf::from("k"));
+        assert!(VolumeUri::parse(&v.render()).is_err(), "relative keyring");
+        v.conn.keyring = None;
+        v.pool = "-p".to_owned();
+        assert!(VolumeUri::parse(&v.render()).is_err(), "pool read as an option");
     }
 
     #[test]

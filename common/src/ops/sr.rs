@@ -27,6 +27,7 @@ use crate::ceph::rbd::{self, Action, PoolDf};
 use crate::ceph::{CephError, Conn, Kind};
 use crate::config::DeviceConfig;
 use crate::error::{chain, OpError, RequestError};
+use crate::host::figures::{self, Figures};
 use crate::host::Host;
 use crate::layout::names::{MetaKey, Object, HEADER_IMAGE, LAYOUT_VERSION};
 use crate::layout::records::{self, load, Header, SrRecord};
@@ -232,8 +233,10 @@ fn sr_stat(sr: &SrUri, record: &SrRecord, pools: &[PoolDf]) -> SrStat {
 }
 
 /// `SR.stat`: name, description, quota-aware space, health. When the cluster does not
-/// answer within the SR's time limit, the answer is `Unreachable` (never a hang).
-pub fn stat(sr: &SrUri) -> Result<SrStat, OpError> {
+/// answer within the SR's time limit, the answer is `Unreachable` (never a hang) with the
+/// last figures this host got ([`figures`]); with none, `Ceph_unreachable` rather than a
+/// 0-byte SR, which xapi would record.
+pub fn stat(host: &Host, sr: &SrUri) -> Result<SrStat, OpError> {
     let (records, pools) = thread::scope(|s| {
         let df = s.spawn(|| rbd::df(&sr.conn));
         let records = load(sr);
@@ -243,26 +246,38 @@ pub fn stat(sr: &SrUri) -> Result<SrStat, OpError> {
                 .unwrap_or_else(|_| Err(CephError::BadOutput { command: "ceph df".into(), detail: "panic".into() })),
         )
     });
-    let unreachable = |e: &dyn std::error::Error| SrStat {
-        sr: sr.render(),
-        name: sr.uuid.to_string(),
-        uuid: Some(sr.uuid.to_string()),
-        description: String::new(),
-        free_space: 0,
-        total_space: 0,
-        datasources: Vec::new(),
-        clustered: false,
-        health: Health::Unreachable(chain(e)),
+    let unreachable = |e: CephError| match figures::load(host, sr.uuid) {
+        Some(last) => Ok(SrStat {
+            sr: sr.render(),
+            name: last.name,
+            uuid: Some(sr.uuid.to_string()),
+            description: last.description,
+            free_space: last.free_space,
+            total_space: last.total_space,
+            datasources: Vec::new(),
+            clustered: false,
+            health: Health::Unreachable(chain(&e)),
+        }),
+        None => Err(OpError::Ceph(e)),
     };
     match (records, pools) {
         (Ok(records), Ok(pools)) => {
             let record = records.sr().expect("load checked the SR record");
-            Ok(sr_stat(sr, record, &pools))
+            let stat = sr_stat(sr, record, &pools);
+            let (name, description) = (stat.name.clone(), stat.description.clone());
+            let known = Figures { name, description, total_space: stat.total_space, free_space: stat.free_space };
+            figures::save(host, sr.uuid, &known);
+            Ok(stat)
         }
         (Err(OpError::Ceph(e)), _) | (_, Err(e)) if matches!(e.kind(), Kind::Unreachable | Kind::TimedOut) => {
-            Ok(unreachable(&e))
+            unreachable(e)
         }
-        (Err(e), _) => Err(e),
+        (Err(e), _) => {
+            if matches!(e, OpError::SrDoesNotExist { .. }) {
+                figures::forget(host, sr.uuid);
+            }
+            Err(e)
+        }
         (_, Err(e)) => Err(e.into()),
     }
 }

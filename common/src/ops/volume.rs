@@ -47,14 +47,12 @@ pub const SECTOR: u64 = 512;
 /// The largest volume accepted: 1 PiB.
 pub const MAX_SIZE: u64 = 1 << 50;
 
-/// A requested size as an image size: positive, at most [`MAX_SIZE`], rounded up to whole
-/// sectors (never down: the disk is at least as large as asked).
+/// A requested size as an image size: not negative, at most [`MAX_SIZE`], rounded up to
+/// whole sectors (never down: the disk is at least as large as asked). 0 is a size: the
+/// IDL's size is "a minimum", and xapi's own self-test creates 0-byte volumes.
 pub fn image_size(requested: i64) -> Result<u64, RequestError> {
     let bad = |reason: String| RequestError::BadSize { size: requested, reason };
-    let bytes = u64::try_from(requested).map_err(|_| bad("must be positive".to_owned()))?;
-    if bytes == 0 {
-        return Err(bad("must be positive".to_owned()));
-    }
+    let bytes = u64::try_from(requested).map_err(|_| bad("must not be negative".to_owned()))?;
     if bytes > MAX_SIZE {
         return Err(bad(format!("larger than the maximum volume size ({MAX_SIZE} bytes, 1 PiB)")));
     }
@@ -435,10 +433,11 @@ mod tests {
 
     #[test]
     fn sizes_round_up_to_sectors_and_bad_sizes_are_refused() {
+        assert_eq!(image_size(0), Ok(0), "issue 14 item 2: 0 is a size");
         assert_eq!(image_size(1), Ok(512));
         assert_eq!(image_size(512), Ok(512));
         assert_eq!(image_size(1_073_741_825), Ok(1_073_742_336));
-        for bad in [0, -1, i64::MIN, i64::MAX, (1 << 50) + 1] {
+        for bad in [-1, i64::MIN, i64::MAX, (1 << 50) + 1] {
             assert!(image_size(bad).is_err(), "{bad}");
         }
     }

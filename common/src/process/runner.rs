@@ -11,8 +11,11 @@
 //! - on failure returns a [`CommandError`] that keeps the exit status (or signal, or time
 //!   limit) and the trimmed, capped, redacted stderr.
 //!
-//! [`redact`] is the one function that hides secrets, used for the log line and the error
-//! alike. (cephrbd never puts a secret on a command line; the redaction is a second fence.)
+//! [`redact`] hides secrets by pattern (`--key V`, `key=V`) and
+//! [`secrets::scrub`](super::secrets::scrub) by value (every key the driver can know),
+//! for the log line and the error alike: both the command line and the child's stderr
+//! (where Ceph prints an undecodable key) go through both. cephrbd never puts a secret on
+//! a command line; the redaction is a second fence.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -25,6 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
+
+use super::secrets;
 
 /// Where programs are looked up, in order. Fixed: `$PATH` is not trusted to be set.
 pub const SEARCH_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -55,7 +60,7 @@ impl Program {
     /// Finds `name` in [`SEARCH_PATH`].
     ///
     /// ```
-    /// let sh = common::runner::Program::resolve("sh").unwrap();
+    /// let sh = common::process::runner::Program::resolve("sh").unwrap();
     /// assert!(sh.path().is_absolute());
     /// ```
     pub fn resolve(name: &'static str) -> Result<Program, CommandError> {
@@ -183,11 +188,11 @@ pub struct Output {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use common::runner::{Cmd, Program};
+/// use common::process::runner::{Cmd, Program};
 /// let rbd = Program::resolve("rbd")?;
 /// let out = Cmd::new(&rbd, Duration::from_secs(30)).args(["ls", "--format", "json", "rbd"]).run()?;
 /// println!("{}", String::from_utf8_lossy(&out.stdout));
-/// # Ok::<(), common::runner::CommandError>(())
+/// # Ok::<(), common::process::runner::CommandError>(())
 /// ```
 #[derive(Debug)]
 pub struct Cmd<'a> {
@@ -239,7 +244,7 @@ impl<'a> Cmd<'a> {
         let mut words: Vec<String> = self.env.iter().map(|(k, v)| redact_text(&format!("{k}={v:?}"))).collect();
         words.push(self.program.name.to_owned());
         words.extend(redact(&self.args));
-        words.join(" ")
+        secrets::scrub(&words.join(" "))
     }
 
     /// Runs the command to completion or to its time limit.
@@ -290,7 +295,7 @@ impl<'a> Cmd<'a> {
         let stderr = tidy_stderr(&collect(stderr));
         debug!(target: "cephrbd::exec", program = self.program.name, elapsed_ms = elapsed.as_secs_f64() * 1e3,
                ok = status.is_ok(), "exec done");
-        crash_point();
+        super::inject::after_command();
         match status {
             Ok(()) => Ok(Output { stdout, stderr, elapsed }),
             Err(status) => Err(CommandError::Failed { program: self.program.name, command, status, stderr }),
@@ -376,25 +381,6 @@ pub fn signal(pid: i32, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// The environment variable that makes the process kill itself (SIGKILL) right after its
-/// Nth external command completes: the crash tests' fault injection. Unset in production.
-pub const CRASH_AFTER_VAR: &str = "CEPHRBD_CRASH_AFTER";
-
-fn crash_point() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
-    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
-    static DONE: AtomicUsize = AtomicUsize::new(0);
-    let Some(limit) = *LIMIT.get_or_init(|| std::env::var(CRASH_AFTER_VAR).ok().and_then(|v| v.parse().ok())) else {
-        return;
-    };
-    if DONE.fetch_add(1, Ordering::SeqCst) + 1 == limit {
-        tracing::warn!(limit, "{CRASH_AFTER_VAR}: killing this process after command {limit}");
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
-}
-
 fn kill_group(pid: u32) {
     let Ok(pgid) = libc::pid_t::try_from(pid) else { return };
     // SAFETY: kill(2) has no memory-safety preconditions; the group id is the child's pid,
@@ -415,7 +401,8 @@ fn exit_status(status: ExitStatus) -> Result<(), Status> {
 
 fn tidy_stderr(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
-    let text = redact_text(text.trim());
+    // Scrubbed whole, before the cap: a cut must never leave half a secret.
+    let text = secrets::scrub(&redact_text(text.trim()));
     if text.len() <= STDERR_CAP {
         return text;
     }
@@ -432,7 +419,7 @@ fn tidy_stderr(raw: &[u8]) -> String {
 /// ```
 /// use std::ffi::OsString;
 /// let args: Vec<OsString> = ["--key", "AQBs", "driver=rbd,key=AQBs,pool=p", "--id", "admin"].iter().map(OsString::from).collect();
-/// assert_eq!(common::runner::redact(&args), ["--key", "<redacted>", "driver=rbd,key=<redacted>,pool=p", "--id", "admin"]);
+/// assert_eq!(common::process::runner::redact(&args), ["--key", "<redacted>", "driver=rbd,key=<redacted>,pool=p", "--id", "admin"]);
 /// ```
 pub fn redact(args: &[OsString]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());

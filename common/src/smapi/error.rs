@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::ceph::CephError;
 use crate::error::{chain, OpError, RequestError};
 use crate::process::runner::{CommandError, Status};
+use crate::process::secrets;
 
 /// The error code xapi reports for every plugin failure (the Python bindings' default).
 pub const BACKEND_FAILURE: &str = "SR_BACKEND_FAILURE";
@@ -35,12 +36,14 @@ pub struct Backtrace {
 }
 
 impl From<&OpError> for SmapiError {
+    /// The error object, with every secret the process knows scrubbed from its text
+    /// ([`secrets::scrub`]): the last fence before xapi, which logs and shows it.
     fn from(err: &OpError) -> Self {
         let (name, detail) = params(err);
         SmapiError {
             code: BACKEND_FAILURE.to_owned(),
-            params: vec![name.to_owned(), detail],
-            backtrace: Backtrace { error: chain(err), files: Vec::new(), lines: Vec::new() },
+            params: vec![name.to_owned(), secrets::scrub(&detail)],
+            backtrace: Backtrace { error: secrets::scrub(&chain(err)), files: Vec::new(), lines: Vec::new() },
         }
     }
 }
@@ -102,7 +105,12 @@ fn ceph_name(err: &CephError) -> &'static str {
         CephError::Unreachable { .. } => "Ceph_unreachable",
         CephError::TimedOut { .. } => "Timed_out",
         CephError::NoSpace { .. } => "Ceph_no_space",
+        CephError::Keyring { .. } => "Ceph_keyring_unusable",
+        CephError::NoMonitors { .. } => "Ceph_no_monitors",
+        CephError::ConfUnreadable { .. } => "Ceph_config_unreadable",
+        CephError::KernelModule { .. } => "Kernel_module_missing",
         CephError::Failed { source } => command_name(source),
+        CephError::BadSetting { .. } => "Invalid_device_config",
         CephError::BadOutput { .. } => "Ceph_bad_output",
     }
 }
