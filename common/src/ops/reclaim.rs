@@ -53,8 +53,12 @@ pub fn remove_snapshot_if_free(sr: &SrUri, leaf: &str) -> Result<bool, OpError> 
         Ok(_) => Ok(true),
         // Protected: it may have clones.
         Err(e) if e.kind() == Kind::Busy => {
-            if !rbd::children(&sr.conn, &spec)?.is_empty() {
-                return Ok(false);
+            match rbd::children(&sr.conn, &spec) {
+                Ok(children) if !children.is_empty() => return Ok(false),
+                Ok(_) => {}
+                // Gone meanwhile (another host reclaimed it): nothing left to remove.
+                Err(e) if e.kind() == Kind::NotFound => return Ok(true),
+                Err(e) => return Err(e.into()),
             }
             match rbd::snap_unprotect(&sr.conn, &spec) {
                 // A clone appeared since, or one in the trash the listing did not show.
