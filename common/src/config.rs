@@ -30,7 +30,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("keyring", "Path of the keyring holding the user's key (default: as ceph.conf says)"),
     ("mon_host", "Monitor addresses, overriding ceph.conf (e.g. 10.0.0.1,10.0.0.2)"),
     ("namespace", "RADOS namespace of the SR inside the pool (default: derived from the SR uuid)"),
-    ("datapath", "Preferred datapath: krbd (kernel RBD) or qsd (userspace NBD)"),
+    ("datapath", "How hosts reach volumes: auto (default: kernel RBD where this host's kernel maps the image, else rbd-nbd, else qemu-storage-daemon), krbd, nbd or qsd"),
     ("image_features", "RBD image features for new volumes, comma-separated (default layering,exclusive-lock)"),
     ("timeout", "Time limit in seconds for each Ceph or kernel call (default 30)"),
     ("sr_uuid", "The SR's uuid (written by SR.create; not for administrators)"),
@@ -43,7 +43,44 @@ pub const ALIASES: &[(&str, &str)] = &[("conf", "ceph_conf"), ("user", "ceph_use
 pub const DEFAULT_FEATURES: &[&str] = &["layering", "exclusive-lock"];
 
 /// RBD image features cephrbd knows how to use.
-pub const KNOWN_FEATURES: &[&str] = &["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"];
+pub const KNOWN_FEATURES: &[&str] =
+    &["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten", "journaling"];
+
+/// How a host reaches a volume: the policy device-config `datapath` sets for an SR. Each
+/// host turns it into a mode when it first attaches a volume (docs/datapath.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Datapath {
+    /// Kernel RBD where this host's kernel can map the image, else rbd-nbd, else
+    /// qemu-storage-daemon.
+    #[default]
+    Auto,
+    /// Kernel RBD only.
+    Krbd,
+    /// rbd-nbd only.
+    Nbd,
+    /// qemu-storage-daemon only.
+    Qsd,
+}
+
+impl Datapath {
+    /// Every policy, in the order `auto` tries the modes after itself.
+    pub const ALL: [Datapath; 4] = [Datapath::Auto, Datapath::Krbd, Datapath::Nbd, Datapath::Qsd];
+
+    /// The device-config word.
+    pub fn name(self) -> &'static str {
+        match self {
+            Datapath::Auto => "auto",
+            Datapath::Krbd => "krbd",
+            Datapath::Nbd => "nbd",
+            Datapath::Qsd => "qsd",
+        }
+    }
+
+    /// The policy a device-config word names.
+    pub fn parse(word: &str) -> Option<Datapath> {
+        Datapath::ALL.into_iter().find(|d| d.name() == word)
+    }
+}
 
 /// A checked device-config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +97,8 @@ pub struct DeviceConfig {
     pub mon_host: Option<String>,
     /// The RADOS namespace, if given.
     pub namespace: Option<String>,
-    /// The preferred datapath, if given.
-    pub datapath: Option<String>,
+    /// How hosts reach volumes.
+    pub datapath: Datapath,
     /// Image features for new volumes, if given.
     pub image_features: Option<Vec<String>>,
     /// The time limit per Ceph or kernel call.
@@ -181,7 +218,16 @@ impl DeviceConfig {
             keyring: get("keyring").map(PathBuf::from),
             mon_host: get("mon_host").map(str::to_owned),
             namespace: get("namespace").map(str::to_owned),
-            datapath: get("datapath").map(str::to_owned),
+            datapath: get("datapath")
+                .map(|d| {
+                    Datapath::parse(d).ok_or_else(|| RequestError::BadConfigValue {
+                        key: "datapath",
+                        value: d.to_owned(),
+                        reason: format!("must be one of {}", Datapath::ALL.map(Datapath::name).join(", ")),
+                    })
+                })
+                .transpose()?
+                .unwrap_or_default(),
             image_features,
             timeout,
             sr_uuid,
@@ -296,6 +342,8 @@ mod tests {
             ("image_features", "journaling"),
             ("image_features", "exclusive-lock"),
             ("sr_uuid", "nope"),
+            ("datapath", "fast"),
+            ("datapath", "cephrbd+krbd"),
             ("mon_host", "127.0.0.1:3300 --log-file /tmp/x --debug-auth 30"),
             ("mon_host", "--debug-auth=30"),
             ("keyring", "relative/keyring"),

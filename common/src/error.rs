@@ -181,10 +181,34 @@ pub enum OpError {
         reason: String,
     },
     /// Volume.destroy of a volume that is open (a VM uses it, or a host still has it mapped).
-    #[error("volume {key} is in use (open on a host): detach it first")]
+    #[error("volume {key} is in use, open by: {holders}; detach it first")]
     InUse {
         /// The key.
         key: String,
+        /// Who holds it open (each watcher of its image).
+        holders: String,
+    },
+    /// No datapath mode can serve the volume on this host.
+    #[error("no datapath can serve the volume on this host (policy {policy}): {reasons}")]
+    NoDatapath {
+        /// The SR's datapath policy.
+        policy: &'static str,
+        /// Why each mode the policy allows cannot, with its fix.
+        reasons: String,
+    },
+    /// Another host activated the volume read-write at the same moment and won.
+    #[error("volume {volume} was activated read-write on another host at the same moment; it is not active here")]
+    ActivatedElsewhere {
+        /// The volume.
+        volume: String,
+    },
+    /// The mapping or daemon this host recorded for a volume is gone.
+    #[error("volume {volume}: this host's {mode} mapping or daemon of it is gone (detach and attach it again)")]
+    WriterGone {
+        /// The volume.
+        volume: String,
+        /// The mode.
+        mode: &'static str,
     },
     /// SR.destroy of an SR that still has volumes.
     #[error("the SR still has {count} volume(s); destroy them first")]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tracing::{error, info, info_span, warn};
 
-use common::config::{self, DeviceConfig};
+use common::config::{self, Datapath, DeviceConfig};
 use common::error::chain;
 use common::host::lock::{lock_file, LockFile};
 use common::host::Host;
@@ -378,8 +378,8 @@ fn introduce(
 ) -> Result<Value, Fault> {
     let sr_ref = req.need(&req.sr_ref, "sr_ref")?;
     let mut sm_config = Vec::new();
-    if sr.schemes.first().is_some_and(|s| s == "cephrbd+krbd") {
-        // A raw /dev/rbdN is served by blkback, not tapdisk (docs/smapiv1.md §5).
+    if sr.datapath != Datapath::Qsd {
+        // A raw /dev/rbdN or /dev/nbdN is served by blkback, not tapdisk (docs/smapiv1.md §5).
         sm_config.push(("backend-kind".to_owned(), Value::str("vbd")));
     }
     let args = vec![
@@ -531,16 +531,18 @@ fn vdi_attach(req: &Request) -> Result<Value, Fault> {
     let backend = datapath::attach(&Host::from_env(), &uri, DOMAIN).map_err(|e| Fault::of(46, &e))?;
     let key = req.vdi_location.clone().unwrap_or_default();
     let s = |k: &str, v: String| (k.to_owned(), Value::String(v));
-    let mut members = Vec::new();
+    let mut device = None;
     let mut nbd = String::new();
     for implementation in &backend.implementations {
         match implementation {
-            Implementation::BlockDevice { path } => members.push(s("params", path.clone())),
+            Implementation::BlockDevice { path } => device = Some(path.clone()),
             Implementation::Nbd { uri } => nbd.clone_from(uri),
             Implementation::XenDisk { .. } => {}
         }
     }
-    // 8.3 requires params_nbd (may be empty); 8.2 requires params (the block device).
+    // 8.2 requires params and 8.3 params_nbd (which may be empty): both, always. Without a
+    // block device (the qemu-storage-daemon mode), params is the NBD export too.
+    let mut members = vec![s("params", device.unwrap_or_else(|| nbd.clone()))];
     members.push(s("params_nbd", nbd));
     members.push(("o_direct".to_owned(), Value::Bool(true)));
     members.push(s("o_direct_reason", "SR_NOT_SUPPORTED".to_owned()));

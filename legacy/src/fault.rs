@@ -108,7 +108,8 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
         OpError::Shrink { .. } => 79,
         OpError::VolumeDoesNotExist { .. } => 144,
         OpError::SrNotEmpty { .. } => 39,
-        OpError::InUse { .. } => 24,
+        OpError::InUse { .. } | OpError::ActivatedElsewhere { .. } => 24,
+        OpError::NoDatapath { .. } | OpError::WriterGone { .. } => 46,
         OpError::SrDoesNotExist { .. }
         | OpError::PoolNotFound { .. }
         | OpError::Unreadable { .. }

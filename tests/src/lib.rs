@@ -381,14 +381,24 @@ impl Lab {
     }
 }
 
-/// A volume's datapath URI with the given scheme (`cephrbd+qsd`, `cephrbd+krbd`).
-pub fn uri_with_scheme(volume: &Value, scheme: &str) -> String {
-    let prefix = format!("{scheme}://");
-    volume["uri"]
-        .as_array()
-        .and_then(|uris| uris.iter().filter_map(Value::as_str).find(|u| u.starts_with(&prefix)))
-        .unwrap_or_else(|| panic!("no {scheme} URI in {volume}"))
-        .to_owned()
+/// A volume's datapath URI (`Volume.stat` gives one) with its policy set to `policy`
+/// (`auto`, `krbd`, `nbd`, `qsd`), as an SR with device-config `datapath=<policy>` gives it.
+pub fn uri_with_policy(volume: &Value, policy: &str) -> String {
+    let uri = volume["uri"][0].as_str().unwrap_or_else(|| panic!("no URI in {volume}"));
+    let (head, query) = uri.split_once('?').expect("a query");
+    let mut pairs: Vec<String> = query.split('&').filter(|p| !p.starts_with("datapath=")).map(str::to_owned).collect();
+    pairs.push(format!("datapath={policy}"));
+    format!("{head}?{}", pairs.join("&"))
+}
+
+/// The same volume's URI as volumes made before the datapath policy had it: an old scheme
+/// (`cephrbd+krbd`, `cephrbd+qsd`) that names one mode.
+pub fn uri_with_old_scheme(volume: &Value, scheme: &str) -> String {
+    let uri = volume["uri"][0].as_str().unwrap_or_else(|| panic!("no URI in {volume}"));
+    let rest = uri.strip_prefix("cephrbd://").expect("a cephrbd:// URI");
+    let (head, query) = rest.split_once('?').expect("a query");
+    let pairs: Vec<&str> = query.split('&').filter(|p| !p.starts_with("datapath=")).collect();
+    format!("{scheme}://{head}?{}", pairs.join("&"))
 }
 
 /// The `nbd+unix://` URL (for qemu-io and fio) of the `Nbd` implementation in a
@@ -517,11 +527,11 @@ impl TestSr {
         serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).expect("json")
     }
 
-    /// Waits (a minute at most) for the background purge destroys start to empty the SR's
-    /// trash, and fails the test if it does not.
-    pub fn assert_trash_purged(&self) {
-        let purged = wait_until(Duration::from_secs(60), || self.trash().is_empty());
-        assert!(purged, "the trash of {} was not purged: {:?}", self.namespace, self.trash());
+    /// Waits (a minute at most) until only the SR's header is left in its namespace and
+    /// the trash is empty: what destroys left to the background purge is reclaimed.
+    pub fn assert_reclaimed(&self) {
+        let done = wait_until(Duration::from_secs(60), || self.images() == ["cephrbd-sr"] && self.trash().is_empty());
+        assert!(done, "not reclaimed: images {:?}, trash {:?}", self.images(), self.trash());
     }
 
     /// Every volume (`SR.ls`).

@@ -1,6 +1,7 @@
 //! The SMAPIv3 datapath plugin on the real test cluster: the userspace mode end to end with
-//! real I/O, reference counting, fencing between two "hosts" (two state directories), and
-//! crash reaping. Kernel RBD runs where `/sys/bus/rbd` exists.
+//! real I/O, reference counting, fencing between two "hosts" (two state directories and
+//! host ids), and crash reaping. Kernel RBD and rbd-nbd need a kernel with their modules:
+//! they are tested in the kernel lab (ceph_kernel.rs).
 
 // An integration-test crate is all tests; the lint is for test code mixed into the library.
 #![allow(clippy::tests_outside_test_module)]
@@ -8,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cephrbd_tests::{nbd_url, scratch_dir, uri_with_scheme, Kind, Plugin, TestSr};
+use cephrbd_tests::{nbd_url, scratch_dir, uri_with_policy, Kind, Plugin, TestSr};
 use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
@@ -22,7 +23,9 @@ struct Host {
 impl Host {
     fn new(name: &str) -> Host {
         let run = scratch_dir(name);
-        let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
+        let dp = Plugin::new(Kind::Datapath)
+            .with_env("CEPHRBD_RUN_DIR", run.display().to_string())
+            .with_env("CEPHRBD_HOST_ID", name);
         Host { run, dp }
     }
 
@@ -63,7 +66,7 @@ impl Drop for Host {
 }
 
 fn qsd_uri(volume: &Value) -> String {
-    uri_with_scheme(volume, "cephrbd+qsd")
+    uri_with_policy(volume, "qsd")
 }
 
 /// Runs qemu-io commands on an export (read-only if the commands are all reads); returns
@@ -178,6 +181,99 @@ fn ceph_activate_fences_the_previous_writer() {
     assert!(all(&bytes[MIB..2 * MIB], 0x33));
 }
 
+/// A cooperative migration (attach on B, deactivate on A, activate on B, detach on A)
+/// fences nobody: A released the image's writer lock when it deactivated.
+#[test]
+fn ceph_a_cooperative_migration_fences_nobody() {
+    let t = TestSr::create();
+    let (a, b) = (Host::new("coop-a"), Host::new("coop-b"));
+    let v = t.create_volume("migrating", 8 << 20);
+    let uri = qsd_uri(&v);
+    let url_a = a.open(&uri, "5");
+    assert!(qemu_io(&url_a, &["write -P 0x11 0 1M", "flush"]).0);
+    let backend_b = b.call("Datapath.attach", &uri, "6");
+    a.call("Datapath.deactivate", &uri, "5");
+    let activated = b.dp.call("Datapath.activate", json!({"uri": uri, "domain": "6"}));
+    activated.ok();
+    assert!(!activated.stderr.contains("fenced"), "a cooperative migration fenced: {}", activated.stderr);
+    a.call("Datapath.detach", &uri, "5");
+    assert_eq!(a.state_files(), Vec::<String>::new(), "nothing of the volume is left on A");
+    let url_b = nbd_url(&backend_b);
+    assert!(qemu_io(&url_b, &["read -P 0x11 0 1M", "write -P 0x22 1M 1M", "flush"]).0);
+    b.close(&uri, "6");
+    assert!(all(&export(&t, &v)[MIB..2 * MIB], 0x22));
+}
+
+/// Two hosts activating the same volume at the same moment: however their calls interleave,
+/// afterwards at most one of them can write (the writer lock is taken atomically; a host
+/// that finds the other's lock fences it).
+#[test]
+fn ceph_racing_activations_leave_exactly_one_writer() {
+    let t = TestSr::create();
+    for round in 0..4 {
+        let (a, b) = (Host::new(&format!("race-a{round}")), Host::new(&format!("race-b{round}")));
+        let v = t.create_volume("raced", 4 << 20);
+        let uri = qsd_uri(&v);
+        let urls: Vec<String> = [&a, &b].iter().map(|h| nbd_url(&h.call("Datapath.attach", &uri, "1"))).collect();
+        let outcomes: Vec<i32> = std::thread::scope(|s| {
+            let calls: Vec<_> = [&a, &b]
+                .into_iter()
+                .map(|h| {
+                    let uri = uri.clone();
+                    s.spawn(move || h.dp.call("Datapath.activate", json!({"uri": uri, "domain": "1"})).status)
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().expect("activate")).collect()
+        });
+        assert!(outcomes.contains(&0), "round {round}: neither activation succeeded");
+        let writers: Vec<bool> = urls.iter().map(|url| qemu_io(url, &["write -P 0x5a 0 64K", "flush"]).0).collect();
+        assert_eq!(
+            writers.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: writers {writers:?}, activations {outcomes:?}"
+        );
+        for h in [&a, &b] {
+            h.close(&uri, "1");
+        }
+    }
+}
+
+/// A volume URI of the scheme volumes had before the datapath policy still attaches, in
+/// the mode its scheme names.
+#[test]
+fn ceph_uris_of_the_old_schemes_still_attach() {
+    let t = TestSr::create();
+    let host = Host::new("old-uri");
+    let v = t.create_volume("old", 4 << 20);
+    let uri = cephrbd_tests::uri_with_old_scheme(&v, "cephrbd+qsd");
+    let url = host.open(&uri, "1");
+    assert!(qemu_io(&url, &["write -P 0x44 0 64K", "flush"]).0);
+    host.close(&uri, "1");
+    assert_eq!(host.state_files(), Vec::<String>::new());
+}
+
+/// activate verifies what it reports: activated again after its daemon died, it does not
+/// answer success without a daemon that serves the export.
+#[test]
+fn ceph_activate_verifies_its_daemon() {
+    let t = TestSr::create();
+    let host = Host::new("verify");
+    let v = t.create_volume("verified", 4 << 20);
+    let uri = qsd_uri(&v);
+    let url = host.open(&uri, "1");
+    let key = v["key"].as_str().expect("key");
+    let pid: i32 = std::fs::read_to_string(host.run.join("dp").join(format!("{key}.pid")))
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+    cephrbd_tests::wait_until(std::time::Duration::from_secs(10), || !Path::new(&format!("/proc/{pid}")).exists());
+    host.call("Datapath.activate", &uri, "1");
+    assert!(qemu_io(&url, &["write -P 0x66 0 64K", "flush"]).0, "activate answered success without a daemon");
+    host.close(&uri, "1");
+}
+
 /// A daemon killed under a running VM: SR.attach on that host finds and cleans it, and the
 /// volume can be activated again.
 #[test]
@@ -210,32 +306,6 @@ fn ceph_sr_attach_reaps_a_killed_daemon() {
     host.call("Datapath.activate", &uri, "4");
     host.close(&uri, "4");
     assert_eq!(host.state_files(), Vec::<String>::new());
-}
-
-#[test]
-fn ceph_kernel_rbd_maps_where_the_driver_exists() {
-    if !common::ceph::krbd::available(Path::new("/sys")) {
-        eprintln!("skipped: /sys/bus/rbd does not exist on this machine (no rbd kernel module); the sysfs lookup is unit-tested in common::krbd");
-        return;
-    }
-    let t = TestSr::create();
-    let host = Host::new("krbd");
-    let v = t.create_volume("krbd", 4 << 20);
-    let uri = v["uri"][0].as_str().expect("uri").to_owned();
-    assert!(uri.starts_with("cephrbd+krbd://"));
-    let backend = host.call("Datapath.attach", &uri, "1");
-    let device = backend["implementations"][1][1]["path"].as_str().expect("device").to_owned();
-    assert!(device.starts_with("/dev/rbd"), "{backend}");
-    assert_eq!(host.call("Datapath.attach", &uri, "2"), backend, "the existing mapping is found again");
-    host.call("Datapath.activate", &uri, "1");
-    host.close(&uri, "1");
-    host.call("Datapath.detach", &uri, "2");
-    assert!(
-        !Path::new(&device).exists()
-            || common::ceph::krbd::mappings(Path::new("/sys"))
-                .iter()
-                .all(|m| m.device().display().to_string() != device)
-    );
 }
 
 /// activate_readonly: the export refuses writes, and two hosts may hold it at once (no

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use cephrbd_tests::xapi::{run_driver, Requests, XenApiServer};
-use cephrbd_tests::{scratch_dir, uri_with_scheme, Kind, Lab, Plugin, TestSr};
+use cephrbd_tests::{scratch_dir, uri_with_policy, Kind, Lab, Plugin, TestSr};
 use common::layout::uri::SrUri;
 use serde_json::{json, Value};
 
@@ -106,7 +106,7 @@ fn ceph_kernel_rbd_without_the_module_says_so() {
     let v = t.create_volume("krbd", 4 << 20);
     let run: PathBuf = scratch_dir("krbd");
     let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
-    let uri = uri_with_scheme(&v, "cephrbd+krbd");
+    let uri = uri_with_policy(&v, "krbd");
     let out = dp.call("Datapath.attach", json!({"uri": uri, "domain": "0"}));
     if Path::new("/sys/bus/rbd").is_dir() {
         // A kernel with the driver maps it; nothing to classify here.

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use cephrbd_tests::{scratch_dir, uri_with_scheme, wait_until, Kind, Plugin, PrivateLab, TestSr};
+use cephrbd_tests::{scratch_dir, uri_with_policy, wait_until, Kind, Plugin, PrivateLab, TestSr};
 use common::admin::check::{self, Problem};
 use common::host::Host;
 use common::layout::uri::SrUri;
@@ -341,7 +341,7 @@ fn ceph_destroy_of_a_volume_in_use_is_refused_with_or_without_snapshots() {
         if with_snapshot {
             t.call("Volume.snapshot", json!({"key": key(&volume)})).ok();
         }
-        let args = json!({"uri": uri_with_scheme(&volume, "cephrbd+qsd"), "domain": "1"});
+        let args = json!({"uri": uri_with_policy(&volume, "qsd"), "domain": "1"});
         dp.call("Datapath.attach", args.clone()).ok();
         dp.call("Datapath.activate", args.clone()).ok();
         let (name, message) = t.call("Volume.destroy", json!({"key": key(&volume)})).error_name_and_message();
@@ -388,8 +388,7 @@ fn ceph_forged_sr_strings_and_uris_are_refused() {
     assert_eq!(name, "Invalid_request");
 
     let w = victim.create_volume("w", 4096);
-    let uri =
-        uri_with_scheme(&w, "cephrbd+qsd").replace(&format!("volume={}", key(&w)), &format!("volume={}", key(&v)));
+    let uri = uri_with_policy(&w, "qsd").replace(&format!("volume={}", key(&w)), &format!("volume={}", key(&v)));
     let dp = Plugin::new(Kind::Datapath);
     for method in ["Datapath.attach", "Datapath.activate", "Datapath.deactivate"] {
         let (name, message) = dp.call(method, json!({"uri": uri, "domain": "1"})).error_name_and_message();

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cephrbd_tests::{scratch_dir, uri_with_scheme, Kind, Outcome, Plugin, PrivateLab, TestSr};
+use cephrbd_tests::{scratch_dir, uri_with_policy, Kind, Outcome, Plugin, PrivateLab, TestSr};
 use common::admin::check;
 use common::host::Host;
 use common::layout::uri::SrUri;
@@ -111,7 +111,7 @@ fn ceph_plugin_killed_after_each_ceph_command_leaves_a_repairable_state() {
     // Datapath: activate killed after each command (status, daemon start).
     let run = scratch_dir("crash-dp");
     let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
-    let uri = uri_with_scheme(&t.create_volume("dp", 4 << 20), "cephrbd+qsd");
+    let uri = uri_with_policy(&t.create_volume("dp", 4 << 20), "qsd");
     let args = json!({"uri": uri, "domain": "1"});
     let mut crashes = 0;
     for n in 1..=4 {
@@ -185,7 +185,7 @@ fn ceph_faults_give_errors_within_the_limit_and_recovery_works() {
     let snap = key(&t.call("Volume.snapshot", json!({"key": base})).ok());
     let run = scratch_dir("fault-dp");
     let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
-    let dp_args = json!({"uri": uri_with_scheme(&base_volume, "cephrbd+qsd"), "domain": "1"});
+    let dp_args = json!({"uri": uri_with_policy(&base_volume, "qsd"), "domain": "1"});
     for (fault, daemon) in [("monitor stopped", "mon.a"), ("OSD stalled", "osd.0"), ("monitor killed", "mon.a")] {
         match fault {
             "monitor killed" => lab.signal(daemon, "KILL"),
@@ -267,7 +267,7 @@ fn ceph_sixteen_parallel_clients_lose_nothing() {
                                 alive.push(clone);
                             }
                             1 => {
-                                let uri = uri_with_scheme(&v, "cephrbd+qsd");
+                                let uri = uri_with_policy(&v, "qsd");
                                 let args = json!({"uri": uri, "domain": format!("{w}")});
                                 for m in
                                     ["Datapath.attach", "Datapath.activate", "Datapath.deactivate", "Datapath.detach"]

@@ -104,8 +104,7 @@ fn ceph_xapi_lifecycle_leaves_nothing_behind() {
         t.call("Volume.destroy", json!({"key": k})).ok();
     }
     assert_eq!(t.ls(), Vec::<Value>::new());
-    assert_eq!(t.images(), ["cephrbd-sr"], "all storage reclaimed");
-    t.assert_trash_purged();
+    t.assert_reclaimed();
 
     // sr-destroy: SR.attach then SR.destroy; no trace remains.
     t.plugin.call("SR.attach", json!({"configuration": t.config})).ok();
@@ -132,9 +131,10 @@ fn ceph_destroy_with_dependants_reclaims_when_the_last_goes() {
     t.call("Volume.destroy", json!({"key": key(&clone)})).ok();
     assert!(t.images().contains(&image), "the fast clone still depends on it");
     t.call("Volume.destroy", json!({"key": key(&fast_clone)})).ok();
-    assert_eq!(t.images(), ["cephrbd-sr"]);
+    // The clones leave through the trash, and the base they held goes with the purge the
+    // last destroy started: the SR converges to empty without anyone's repair.
+    t.assert_reclaimed();
     assert_eq!(t.snapshots("cephrbd-sr"), Vec::<String>::new());
-    t.assert_trash_purged();
 }
 
 #[test]
@@ -144,9 +144,11 @@ fn ceph_a_destroyed_clone_releases_its_hidden_base_snapshot() {
     let clone = t.call("Volume.clone", json!({"key": key(&disk)})).ok();
     assert_eq!(t.snapshots(&image_of(&disk)).len(), 1);
     t.call("Volume.destroy", json!({"key": key(&clone)})).ok();
-    assert_eq!(t.snapshots(&image_of(&disk)), Vec::<String>::new());
+    // The hidden base goes once the clone's data is purged from the trash.
+    let released = cephrbd_tests::wait_until(Duration::from_secs(60), || t.snapshots(&image_of(&disk)).is_empty());
+    assert!(released, "the hidden base stayed: {:?}", t.snapshots(&image_of(&disk)));
     t.call("Volume.destroy", json!({"key": key(&disk)})).ok();
-    assert_eq!(t.images(), ["cephrbd-sr"]);
+    t.assert_reclaimed();
 }
 
 #[test]

@@ -106,7 +106,7 @@ fn ceph_rpm_installs_working_plugins() {
     let volume_dir = scripts.join("volume/org.xen.xapi.storage.cephrbd-ng");
     let query = Plugin::at(&volume_dir).call("Plugin.Query", json!({})).ok();
     assert_eq!(query["plugin"], "cephrbd-ng");
-    for scheme in ["cephrbd+krbd", "cephrbd+qsd"] {
+    for scheme in ["cephrbd", "cephrbd+krbd", "cephrbd+qsd"] {
         let dp = Plugin::at(&scripts.join("datapath").join(scheme));
         assert!(dp.methods().iter().any(|m| m == "Datapath.activate"), "{scheme}: {:?}", dp.methods());
         assert_eq!(dp.call("Plugin.Query", json!({})).ok()["required_api_version"], "5.0");

@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::ceph::{krbd, rbd, Kind};
+use crate::ceph::{rbd, Kind};
 use crate::config::{DeviceConfig, DEFAULT_FEATURES};
 use crate::error::chain;
 use crate::host::Host;
+use crate::ops::datapath;
 use crate::process::runner::{Cmd, Program};
 
 /// How a check came out.
@@ -69,34 +70,16 @@ pub fn root() -> PathBuf {
     std::env::var_os("CEPHRBD_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
-/// RBD feature bits (`/sys/bus/rbd/supported_features`, librbd's RBD_FEATURE_*).
-pub const FEATURE_BITS: &[(&str, u64)] = &[
-    ("layering", 1),
-    ("striping", 2),
-    ("exclusive-lock", 4),
-    ("object-map", 8),
-    ("fast-diff", 16),
-    ("deep-flatten", 32),
-];
-
 /// Checks that need no device-config.
 pub fn host_checks(host: &Host) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (tool, needed_for) in [("rbd", None), ("ceph", None), ("qemu-storage-daemon", Some("the qsd datapath"))] {
-        out.push(match (Program::resolve(tool), needed_for) {
-            (Ok(p), _) => finding(Status::Ok, &format!("program {tool}"), p.path().display().to_string(), None),
-            (Err(_), None) => {
-                finding(Status::Fail, &format!("program {tool}"), "not installed", Some("install ceph-common"))
-            }
-            (Err(_), Some(what)) => finding(
-                Status::Warn,
-                &format!("program {tool}"),
-                format!("not installed: {what} cannot run"),
-                Some("install qemu-storage-daemon with its rbd block driver, or use datapath=krbd"),
-            ),
+    for tool in ["rbd", "ceph"] {
+        out.push(match Program::resolve(tool) {
+            Ok(p) => finding(Status::Ok, &format!("program {tool}"), p.path().display().to_string(), None),
+            Err(_) => finding(Status::Fail, &format!("program {tool}"), "not installed", Some("install ceph-common")),
         });
     }
-    out.push(kernel_check(&host.sysfs, &features_of(DEFAULT_FEATURES.iter().copied())));
+    out.push(modes_check(host, &features_of(DEFAULT_FEATURES.iter().copied())));
     out.extend(plugin_dir_checks(&root()));
     out.push(whitelist_check(&root()));
     out
@@ -106,39 +89,42 @@ fn features_of<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     names.map(str::to_owned).collect()
 }
 
-fn kernel_check(sysfs: &Path, features: &[String]) -> Finding {
-    let check = "kernel RBD";
-    if !krbd::available(sysfs) {
-        return finding(
-            Status::Warn,
-            check,
-            "the rbd kernel module is not loaded: the krbd datapath cannot map",
-            Some("modprobe rbd, or create SRs with device-config:datapath=qsd"),
-        );
+/// Which datapath modes this host can use for images with `features`, and the one
+/// `datapath=auto` picks (kernel modules are checked with `modprobe -n`, never loaded).
+fn modes_check(host: &Host, features: &[String]) -> Finding {
+    let check = "datapath modes";
+    let mut usable = Vec::new();
+    let mut lines = Vec::new();
+    for mode in datapath::MODES {
+        match datapath::unusable_for(host, mode, || Ok(features.to_vec()), Duration::from_secs(10), true) {
+            Ok(None) => {
+                usable.push(mode);
+                lines.push(format!("{} usable", mode.name()));
+            }
+            Ok(Some(why)) => lines.push(format!("{}: {why}", mode.name())),
+            Err(e) => lines.push(format!("{}: cannot tell: {}", mode.name(), chain(&e))),
+        }
     }
-    let Some(mask) = krbd::supported_features(sysfs) else {
-        return finding(Status::Ok, check, "loaded (supported_features not published)", None);
-    };
-    let missing: Vec<&String> = features
-        .iter()
-        .filter(|f| FEATURE_BITS.iter().find(|(n, _)| n == f).is_some_and(|(_, bit)| mask & bit == 0))
-        .collect();
-    if missing.is_empty() {
-        finding(Status::Ok, check, format!("maps image features {} (mask {mask:#x})", features.join(",")), None)
-    } else {
-        let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        finding(
+    match usable.first() {
+        Some(mode) => finding(
+            Status::Ok,
+            check,
+            format!("auto picks {} for images with {}; {}", mode.name(), features.join(","), lines.join("; ")),
+            None,
+        ),
+        None => finding(
             Status::Fail,
             check,
-            format!("this kernel cannot map images with {} (mask {mask:#x})", names.join(",")),
-            Some("set device-config:image_features=layering,exclusive-lock for new SRs, or use datapath=qsd"),
-        )
+            lines.join("; "),
+            Some("install rbd-nbd (maps any image) and make sure the nbd module loads, or load the rbd module"),
+        ),
     }
 }
 
 /// The plugin directories and what they must hold.
 pub const PLUGIN_DIRS: &[(&str, &str)] = &[
     ("usr/libexec/xapi-storage-script/volume/org.xen.xapi.storage.cephrbd-ng", "volume"),
+    ("usr/libexec/xapi-storage-script/datapath/cephrbd", "datapath"),
     ("usr/libexec/xapi-storage-script/datapath/cephrbd+krbd", "datapath"),
     ("usr/libexec/xapi-storage-script/datapath/cephrbd+qsd", "datapath"),
 ];
@@ -278,7 +264,7 @@ pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
         }
     });
     if let Some(features) = &config.image_features {
-        out.push(kernel_check(&host.sysfs, features));
+        out.push(modes_check(host, features));
     }
     out
 }
@@ -328,21 +314,23 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
 mod tests {
     use super::*;
 
+    /// The modes report follows what the kernel maps (fixture sysfs trees; rbd-nbd is
+    /// installed by the lab's install-deps.sh).
     #[test]
-    fn kernel_features_are_compared_with_the_images_features() {
+    fn the_modes_report_follows_the_kernels_features() {
         let sysfs = std::env::temp_dir().join(format!("cephrbd-doctor-{}", uuid::Uuid::new_v4()));
+        let host = Host { id: "test".to_owned(), run_dir: sysfs.join("run"), sysfs: sysfs.clone() };
         let features = features_of(DEFAULT_FEATURES.iter().copied());
-        assert_eq!(kernel_check(&sysfs, &features).status, Status::Warn, "no rbd module");
         std::fs::create_dir_all(sysfs.join("bus/rbd")).expect("mkdir");
-        std::fs::write(sysfs.join("bus/rbd/supported_features"), "0x1\n").expect("write");
-        let f = kernel_check(&sysfs, &features);
-        assert_eq!(f.status, Status::Fail);
-        assert!(f.detail.contains("exclusive-lock") && f.fix.is_some(), "{f}");
+        std::fs::create_dir_all(sysfs.join("module/nbd")).expect("mkdir");
         // A kernel that maps object-map and fast-diff too (Linux ≥ 5.3).
         std::fs::write(sysfs.join("bus/rbd/supported_features"), "0x3d\n").expect("write");
-        assert_eq!(kernel_check(&sysfs, &features).status, Status::Ok);
-        let fast_diff = features_of(["layering", "fast-diff"].into_iter());
-        assert_eq!(kernel_check(&sysfs, &fast_diff).status, Status::Ok, "0x3d includes bit 16");
+        let f = modes_check(&host, &features);
+        assert!(f.status == Status::Ok && f.detail.starts_with("auto picks krbd"), "{f}");
+        // A kernel that maps layering only: rbd-nbd takes over.
+        std::fs::write(sysfs.join("bus/rbd/supported_features"), "0x1\n").expect("write");
+        let f = modes_check(&host, &features);
+        assert!(f.detail.starts_with("auto picks nbd") && f.detail.contains("exclusive-lock"), "{f}");
         std::fs::remove_dir_all(sysfs).expect("cleanup");
     }
 }

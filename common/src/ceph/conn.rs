@@ -31,6 +31,11 @@ fn rbd_program() -> Result<Program, CommandError> {
     program("rbd", &CELL)
 }
 
+fn rados_program() -> Result<Program, CommandError> {
+    static CELL: OnceLock<Result<Program, String>> = OnceLock::new();
+    program("rados", &CELL)
+}
+
 fn ceph_program() -> Result<Program, CommandError> {
     static CELL: OnceLock<Result<Program, String>> = OnceLock::new();
     program("ceph", &CELL)
@@ -137,6 +142,18 @@ impl Conn {
         self.run(&program, what, args)
     }
 
+    /// Runs `rados <prefix> <args>`; `what` names the object for error messages.
+    pub fn rados(&self, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        let program = rados_program().map_err(|source| CephError::Failed { source })?;
+        self.run(&program, what, args)
+    }
+
+    /// Runs `rados … --format json` and parses stdout as `T`.
+    pub fn rados_json<T: DeserializeOwned>(&self, what: &str, args: &[&str]) -> Result<T, CephError> {
+        let program = rados_program().map_err(|source| CephError::Failed { source })?;
+        self.json_of(&program, what, args, "null")
+    }
+
     /// Runs `ceph <prefix> <args>`; `what` names the object for error messages.
     pub fn ceph(&self, what: &str, args: &[&str]) -> Result<Output, CephError> {
         let program = ceph_program().map_err(|source| CephError::Failed { source })?;
@@ -212,6 +229,25 @@ impl Conn {
             Some(path) => path.display().to_string(),
             None => format!("the keyring {} names (or /etc/ceph/ceph.client.{}.keyring)", self.conf.display(), self.id),
         }
+    }
+
+    /// Runs another Ceph program that takes the same connection prefix (`rbd-nbd`).
+    pub fn run_program(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        self.run(program, what, args)
+    }
+
+    /// Runs another Ceph program with `--format=json` and parses its stdout as `T`.
+    pub fn json_of<T: DeserializeOwned>(
+        &self,
+        program: &Program,
+        what: &str,
+        args: &[&str],
+        empty: &str,
+    ) -> Result<T, CephError> {
+        let mut full = args.to_vec();
+        full.push("--format=json");
+        let out = self.run(program, what, &full)?;
+        parse_json(&out.stdout, empty, || format!("{} {}", program.name(), full.join(" ")))
     }
 
     fn run(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {

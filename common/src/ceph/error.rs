@@ -217,7 +217,7 @@ pub enum CephError {
         source: CommandError,
     },
     /// A kernel module is missing.
-    #[error("the kernel module `{module}` is not loaded and cannot be loaded: run `modprobe {module}` (or use the userspace datapath, device-config datapath=qsd)")]
+    #[error("the kernel module `{module}` is not loaded and cannot be loaded: run `modprobe {module}`, or let datapath=auto use another mode")]
     KernelModule {
         /// The module.
         module: &'static str,

@@ -8,7 +8,50 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use super::{CephError, Conn};
+use crate::process::runner::{Cmd, Program};
+
+/// RBD feature bits, as `/sys/bus/rbd/supported_features` and librbd number them
+/// (`RBD_FEATURE_*` in ceph/ceph `src/include/rbd/features.h`).
+pub const FEATURE_BITS: &[(&str, u64)] = &[
+    ("layering", 1),
+    ("striping", 2),
+    ("exclusive-lock", 4),
+    ("object-map", 8),
+    ("fast-diff", 16),
+    ("deep-flatten", 32),
+    ("journaling", 64),
+    ("data-pool", 128),
+    ("operations", 256),
+];
+
+/// The features of `features` this kernel cannot map (`mask`: its supported features); a
+/// feature whose bit cephrbd does not know is counted as unmappable.
+pub fn unmappable(features: &[String], mask: u64) -> Vec<String> {
+    features
+        .iter()
+        .filter(|f| FEATURE_BITS.iter().find(|(n, _)| n == f).is_none_or(|(_, bit)| mask & bit == 0))
+        .cloned()
+        .collect()
+}
+
+/// Loads kernel module `module` (`modprobe`, within `limit`) unless sysfs already shows it
+/// (`present`); with `dry_run`, only checks that it could be loaded (`modprobe -n`). A
+/// module that cannot be loaded is [`CephError::KernelModule`].
+pub fn load_module(module: &'static str, present: bool, limit: Duration, dry_run: bool) -> Result<(), CephError> {
+    if present {
+        return Ok(());
+    }
+    let program = Program::resolve("modprobe").map_err(|source| CephError::Failed { source })?;
+    let args: &[&str] = if dry_run { &["-n", module] } else { &[module] };
+    match Cmd::new(&program, limit).args(args).run() {
+        Ok(_) => Ok(()),
+        Err(source) if source.timed_out() => Err(CephError::Failed { source }),
+        Err(source) => Err(CephError::KernelModule { module, source }),
+    }
+}
 
 /// Where the kernel lists RBD devices, below a sysfs root.
 const DEVICES: &str = "bus/rbd/devices";
@@ -110,10 +153,16 @@ fn module_missing(err: CephError) -> CephError {
     }
 }
 
-/// `rbd device unmap`.
-pub fn unmap(conn: &Conn, device: &Path) -> Result<(), CephError> {
+/// `rbd device unmap`; with `force`, also a device still open or whose client was fenced
+/// (`--options=force`: its pending I/O fails).
+pub fn unmap(conn: &Conn, device: &Path, force: bool) -> Result<(), CephError> {
     let device = device.display().to_string();
-    conn.rbd(&format!("device {device}"), &["device", "unmap", &device]).map(drop)
+    let mut args = vec!["device", "unmap"];
+    if force {
+        args.push("--options=force");
+    }
+    args.push(&device);
+    conn.rbd(&format!("device {device}"), &args).map(drop)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! - [`error`]: what a failed call means ([`CephError`], [`Kind`]);
 //! - [`rbd`]: typed wrappers, one per `rbd`/`ceph` subcommand the driver uses;
 //! - [`krbd`]: kernel RBD mappings (`rbd device map`, sysfs);
+//! - [`nbd`]: rbd-nbd mappings (librbd in a daemon, `/dev/nbdN`);
 //! - [`qsd`]: the userspace export (`qemu-storage-daemon`, librbd, NBD on a unix socket).
 //!
 //! This layer knows images and snapshots, never SRs or volumes: it depends only on
@@ -12,6 +13,7 @@
 pub mod conn;
 pub mod error;
 pub mod krbd;
+pub mod nbd;
 pub mod qsd;
 pub mod rbd;
 

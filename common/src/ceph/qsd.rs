@@ -69,7 +69,7 @@ impl Daemon {
         }
         self.remove_files();
         conn.learn_secrets();
-        let program = qsd()?;
+        let program = program()?;
         let mut blockdev = format!(
             "driver=rbd,node-name=disk,pool={},image={},conf={},user={},cache.direct=on,read-only={}",
             escape(&image.pool),
@@ -159,7 +159,8 @@ fn escape(value: &str) -> String {
     value.replace(',', ",,")
 }
 
-fn qsd() -> Result<Program, CommandError> {
+/// The program, resolved once per process.
+pub fn program() -> Result<Program, CommandError> {
     static CELL: OnceLock<Result<Program, String>> = OnceLock::new();
     CELL.get_or_init(|| Program::resolve("qemu-storage-daemon").map_err(|e| e.to_string()))
         .clone()

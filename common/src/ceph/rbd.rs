@@ -441,3 +441,123 @@ pub fn trash_purge(conn: &Conn, pool: &str, namespace: &str) -> Result<(), CephE
     let what = format!("trash of {pool}/{namespace}");
     run(conn, &what, &["trash", "purge", "--no-progress", "--pool", pool, "--namespace", namespace])
 }
+
+/// One lock of an image, as `rbd lock ls` shows them: the managed exclusive lock of the
+/// image's current writer (its id starts with `auto `), or an advisory lock someone took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    /// The lock id.
+    pub id: String,
+    /// The client holding it (`client.<id>`).
+    pub locker: String,
+    /// That client's address (what the blocklist takes).
+    pub address: String,
+}
+
+impl Lock {
+    /// True for the exclusive lock librbd or kernel RBD takes when writing.
+    pub fn is_managed(&self) -> bool {
+        self.id.starts_with("auto ")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LockEntry {
+    #[serde(default)]
+    id: String,
+    locker: String,
+    address: String,
+}
+
+/// `rbd lock ls`: Pacific and later print an array of `{id, locker, address}`, Nautilus an
+/// object keyed by id.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LockListing {
+    List(Vec<LockEntry>),
+    ById(BTreeMap<String, LockEntry>),
+}
+
+/// `rbd lock ls <spec>`: every lock on the image.
+pub fn locks(conn: &Conn, spec: &str) -> Result<Vec<Lock>, CephError> {
+    let listing: LockListing = conn.rbd_json(&format!("image {spec}"), &["lock", "ls", spec], "[]")?;
+    let entries: Vec<LockEntry> = match listing {
+        LockListing::List(entries) => entries,
+        LockListing::ById(by_id) => by_id.into_iter().map(|(id, e)| LockEntry { id, ..e }).collect(),
+    };
+    Ok(entries.into_iter().map(|e| Lock { id: e.id, locker: e.locker, address: e.address }).collect())
+}
+
+/// The RADOS object that carries a volume's writer lock (see [`writer_lock_get`]). Not the
+/// image's own header: an advisory lock there is the lock librbd and kernel RBD take to
+/// write (the exclusive-lock feature), so holding one would stop every writer.
+pub fn writer_object(volume: &str) -> String {
+    format!("cephrbd-writer.{volume}")
+}
+
+const WRITER_LOCK_NAME: &str = "writer";
+
+/// One holder of a RADOS lock (`rados lock info --format json`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Locker {
+    /// The client that took it (`client.<id>`).
+    pub name: String,
+    /// The cookie it was taken with (cephrbd writes `<host> <client ids>` there).
+    pub cookie: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LockInfo {
+    #[serde(default)]
+    lockers: Vec<Locker>,
+}
+
+fn rados_args<'a>(pool: &'a str, namespace: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--pool", pool, "--namespace", namespace];
+    args.extend_from_slice(rest);
+    args
+}
+
+/// Who holds the writer lock of object `object` (empty when nobody does, or the object does
+/// not exist).
+pub fn writer_lock_holders(conn: &Conn, pool: &str, namespace: &str, object: &str) -> Result<Vec<Locker>, CephError> {
+    let args = rados_args(pool, namespace, &["lock", "info", object, WRITER_LOCK_NAME]);
+    match conn.rados_json::<LockInfo>(&format!("object {object}"), &args) {
+        Ok(info) => Ok(info.lockers),
+        Err(e) if e.kind() == Kind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `rados lock get --lock-type exclusive`: takes the writer lock of `object` (creating the
+/// object), atomically; `Busy` when another holds it.
+pub fn writer_lock_get(conn: &Conn, pool: &str, namespace: &str, object: &str, cookie: &str) -> Result<(), CephError> {
+    let args = rados_args(
+        pool,
+        namespace,
+        &["lock", "get", object, WRITER_LOCK_NAME, "--lock-type", "exclusive", "--lock-cookie", cookie],
+    );
+    conn.rados(&format!("object {object}"), &args).map(drop)
+}
+
+/// `rados lock break`: releases `locker`'s writer lock; `Identity` if it is gone.
+pub fn writer_lock_break(
+    conn: &Conn,
+    pool: &str,
+    namespace: &str,
+    object: &str,
+    locker: &Locker,
+) -> Result<Action, CephError> {
+    let args = rados_args(
+        pool,
+        namespace,
+        &["lock", "break", object, WRITER_LOCK_NAME, &locker.name, "--lock-cookie", &locker.cookie],
+    );
+    identity_if(conn.rados(&format!("object {object}"), &args).map(drop), Kind::NotFound, "lock break")
+}
+
+/// `rados rm`: removes an object of ours; `Identity` if it is gone.
+pub fn remove_object(conn: &Conn, pool: &str, namespace: &str, object: &str) -> Result<Action, CephError> {
+    let args = rados_args(pool, namespace, &["rm", object]);
+    identity_if(conn.rados(&format!("object {object}"), &args).map(drop), Kind::NotFound, "rados rm")
+}

@@ -15,14 +15,28 @@ use super::lock::{lock_file, LockFile};
 use super::Host;
 use crate::error::OpError;
 
-/// How a volume reaches this host.
+/// How a volume reaches this host: chosen at its first attach here, kept until the host
+/// holds nothing of it any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Kernel RBD.
+    /// Kernel RBD: `/dev/rbdN`.
     Krbd,
-    /// qemu-storage-daemon.
+    /// rbd-nbd: librbd in a daemon, `/dev/nbdN`.
+    Nbd,
+    /// qemu-storage-daemon: librbd in a daemon, an NBD export on a unix socket.
     Qsd,
+}
+
+impl Mode {
+    /// The word for it (also the device-config policy that forces it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Krbd => "krbd",
+            Mode::Nbd => "nbd",
+            Mode::Qsd => "qsd",
+        }
+    }
 }
 
 /// The activation of a volume on this host.
@@ -32,6 +46,9 @@ pub struct Active {
     pub domain: String,
     /// Read-only (snapshot or `activate_readonly`).
     pub read_only: bool,
+    /// The writer lock this host holds on the image (read-write activations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
 }
 
 /// What this host holds of one volume.
@@ -44,13 +61,18 @@ pub struct Attachment {
     /// The domains holding an attach (the reference count).
     #[serde(default)]
     pub domains: BTreeSet<String>,
-    /// Kernel mode: the device, once mapped.
+    /// Block-device modes: the device, once mapped. Kept after the last detach when its
+    /// unmap failed: the reaper retries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// Kernel mode: set while a map is under way (a crash in between leaves it for the
-    /// reaper to find).
+    /// Block-device modes: set while a map is under way (a crash in between leaves it for
+    /// the reaper to find).
     #[serde(default)]
     pub mapping: bool,
+    /// The Ceph client id of this host's mapping or daemon of the image, when known: the
+    /// writer a takeover by another host must fence, named in the writer lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<u64>,
     /// The activation, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<Active>,
@@ -137,7 +159,7 @@ mod tests {
     #[test]
     fn the_lock_file_goes_with_the_state() {
         let run_dir = std::env::temp_dir().join(format!("cephrbd-held-{}", Uuid::new_v4()));
-        let host = Host { run_dir: run_dir.clone(), sysfs: PathBuf::from("/sys") };
+        let host = Host { id: "test".to_owned(), run_dir: run_dir.clone(), sysfs: PathBuf::from("/sys") };
         let files = || -> Vec<String> {
             let mut names: Vec<String> = fs::read_dir(host.datapath_dir())
                 .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
@@ -157,6 +179,7 @@ mod tests {
             domains: ["1".to_owned()].into_iter().collect(),
             device: None,
             mapping: false,
+            client: None,
             active: None,
         };
         held.save(&state).expect("save");

@@ -62,6 +62,7 @@ mod tests {
     #[test]
     fn figures_round_trip_and_go() {
         let host = Host {
+            id: "test".to_owned(),
             run_dir: std::env::temp_dir().join(format!("cephrbd-figures-{}", Uuid::new_v4())),
             sysfs: PathBuf::from("/sys"),
         };

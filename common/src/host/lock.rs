@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn shared_holders_exclude_an_exclusive_one() {
         let dir = scratch();
-        let host = Host { run_dir: dir.clone(), sysfs: PathBuf::from("/sys") };
+        let host = Host { id: "test".to_owned(), run_dir: dir.clone(), sysfs: PathBuf::from("/sys") };
         let sr = Uuid::new_v4();
         let a = SrLock::shared(&host, sr, Duration::from_secs(1)).expect("shared");
         let b = SrLock::shared(&host, sr, Duration::from_secs(1)).expect("a second shared");

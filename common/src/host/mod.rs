@@ -14,9 +14,12 @@ use std::path::PathBuf;
 /// The default run directory.
 pub const DEFAULT_RUN_DIR: &str = "/run/cephrbd";
 
-/// One host's state directories.
+/// One host's identity and state directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
+    /// What names this host to the others (in the writer lock a volume's activation takes):
+    /// `CEPHRBD_HOST_ID`, else the XCP-ng installation uuid, else the host name.
+    pub id: String,
     /// Where locks, attachments and daemon files live (`/run/cephrbd`).
     pub run_dir: PathBuf,
     /// The sysfs root the kernel's RBD devices are read from (`/sys`).
@@ -29,11 +32,33 @@ impl Host {
     pub fn from_env() -> Host {
         let var =
             |name: &str, default: &str| std::env::var_os(name).map_or_else(|| PathBuf::from(default), PathBuf::from);
-        Host { run_dir: var("CEPHRBD_RUN_DIR", DEFAULT_RUN_DIR), sysfs: var("CEPHRBD_SYSFS", "/sys") }
+        Host { id: host_id(), run_dir: var("CEPHRBD_RUN_DIR", DEFAULT_RUN_DIR), sysfs: var("CEPHRBD_SYSFS", "/sys") }
     }
 
     /// Where per-volume datapath state and daemon files live.
     pub fn datapath_dir(&self) -> PathBuf {
         self.run_dir.join("dp")
+    }
+}
+
+/// This host's id (see [`Host::id`]): one word, no spaces.
+fn host_id() -> String {
+    let word = |s: &str| s.split_whitespace().next().unwrap_or_default().to_owned();
+    if let Some(id) = std::env::var("CEPHRBD_HOST_ID").ok().filter(|v| !v.trim().is_empty()) {
+        return word(&id);
+    }
+    let inventory = std::fs::read_to_string("/etc/xensource-inventory").unwrap_or_default();
+    let installation = inventory
+        .lines()
+        .find_map(|l| l.strip_prefix("INSTALLATION_UUID="))
+        .map(|v| v.trim().trim_matches('\'').to_owned());
+    if let Some(uuid) = installation.filter(|u| !u.is_empty()) {
+        return word(&uuid);
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    if name.trim().is_empty() {
+        "unknown-host".to_owned()
+    } else {
+        word(&name)
     }
 }

@@ -19,18 +19,23 @@ use uuid::Uuid;
 use super::escape;
 use super::names::{self, Object};
 use crate::ceph::{Conn, ImageSpec};
-use crate::config::{self, DeviceConfig, DEFAULT_FEATURES, KNOWN_FEATURES};
+use crate::config::{self, Datapath, DeviceConfig, DEFAULT_FEATURES, KNOWN_FEATURES};
 use crate::error::RequestError;
 
 /// The scheme of SR strings.
 pub const SR_SCHEME: &str = "cephrbd";
 
-/// Datapath URI schemes, in the default order of preference. Each is the name of a
-/// datapath plugin directory.
-pub const DATAPATH_SCHEMES: &[&str] = &["cephrbd+krbd", "cephrbd+qsd"];
+/// The scheme of volume URIs: the name of the datapath plugin directory xapi-storage-script
+/// picks for them. The URI carries the SR's policy (`datapath=`); each host turns it into a
+/// mode of its own, so the URI says nothing that depends on the host.
+pub const VOLUME_SCHEME: &str = "cephrbd";
 
-/// The datapath names accepted in device-config `datapath`, with their scheme.
-pub const DATAPATHS: &[(&str, &str)] = &[("krbd", "cephrbd+krbd"), ("qsd", "cephrbd+qsd")];
+/// Schemes of volume URIs made before the policy: each named one mode. Still served (their
+/// plugin directories stay installed), as that mode's policy.
+pub const OLD_SCHEMES: &[(&str, Datapath)] = &[("cephrbd+krbd", Datapath::Krbd), ("cephrbd+qsd", Datapath::Qsd)];
+
+/// Every datapath plugin directory: the scheme of today's URIs, then the old ones.
+pub const DATAPATH_SCHEMES: &[&str] = &[VOLUME_SCHEME, "cephrbd+krbd", "cephrbd+qsd"];
 
 /// A parsed URI of ours: scheme, percent-decoded path segments, query pairs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +148,8 @@ pub struct SrUri {
     pub conn: Conn,
     /// Image features for new volumes.
     pub features: Vec<String>,
-    /// Datapath schemes for volume URIs, most preferred first.
-    pub schemes: Vec<String>,
+    /// How hosts reach its volumes.
+    pub datapath: Datapath,
 }
 
 impl SrUri {
@@ -152,17 +157,13 @@ impl SrUri {
     pub fn from_config(config: &DeviceConfig, uuid: Uuid) -> Self {
         let features =
             config.image_features.clone().unwrap_or_else(|| DEFAULT_FEATURES.iter().map(|f| (*f).to_owned()).collect());
-        let preferred =
-            config.datapath.as_deref().and_then(|d| DATAPATHS.iter().find(|(n, _)| *n == d)).map(|(_, s)| *s);
-        let mut schemes: Vec<String> = preferred.into_iter().map(str::to_owned).collect();
-        schemes.extend(DATAPATH_SCHEMES.iter().filter(|s| Some(**s) != preferred).map(|s| (*s).to_owned()));
         SrUri {
             pool: config.pool.clone(),
             namespace: config.namespace.clone().unwrap_or_else(|| names::default_namespace(&uuid)),
             uuid,
             conn: config.conn(),
             features,
-            schemes,
+            datapath: config.datapath,
         }
     }
 
@@ -187,17 +188,19 @@ impl SrUri {
         if let Some(f) = features.iter().find(|f| !KNOWN_FEATURES.contains(&f.as_str())) {
             return Err(bad(&format!("unknown image feature {f:?}")));
         }
-        let schemes = list("datapath", DATAPATH_SCHEMES);
-        if let Some(s) = schemes.iter().find(|s| !DATAPATH_SCHEMES.contains(&s.as_str())) {
-            return Err(bad(&format!("unknown datapath scheme {s:?}")));
-        }
+        let datapath = match parts.get("datapath") {
+            None => Datapath::Auto,
+            Some(word) => Datapath::parse(word)
+                .or_else(|| old_datapath(word))
+                .ok_or_else(|| bad(&format!("unknown datapath {word:?}")))?,
+        };
         Ok(SrUri {
             pool: pool.clone(),
             namespace: namespace.clone(),
             uuid,
             conn: conn_from(&parts, pool, text, what)?,
             features,
-            schemes,
+            datapath,
         })
     }
 
@@ -206,7 +209,7 @@ impl SrUri {
         let mut query = vec![("sr_uuid".to_owned(), self.uuid.to_string())];
         query.extend(conn_query(&self.conn));
         query.push(("features".to_owned(), self.features.join(",")));
-        query.push(("datapath".to_owned(), self.schemes.join(",")));
+        query.push(("datapath".to_owned(), self.datapath.name().to_owned()));
         Parts { scheme: SR_SCHEME.to_owned(), segments: vec![self.pool.clone(), self.namespace.clone()], query }
             .render()
     }
@@ -217,11 +220,25 @@ impl SrUri {
     }
 }
 
+/// SR strings made before the policy listed URI schemes, most preferred first: `qsd` first
+/// was an explicit choice; the old default (kernel RBD first) becomes `auto`.
+fn old_datapath(list: &str) -> Option<Datapath> {
+    let first = list.split(',').next()?;
+    let all_known = list.split(',').all(|s| OLD_SCHEMES.iter().any(|(o, _)| *o == s));
+    match first {
+        "cephrbd+qsd" if all_known => Some(Datapath::Qsd),
+        "cephrbd+krbd" if all_known => Some(Datapath::Auto),
+        _ => None,
+    }
+}
+
 /// A volume's URI, as the datapath receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeUri {
-    /// The datapath scheme.
+    /// The scheme ([`VOLUME_SCHEME`], or an old one).
     pub scheme: String,
+    /// The SR's policy (from `datapath=`, or the mode an old scheme named).
+    pub datapath: Datapath,
     /// The pool.
     pub pool: String,
     /// The namespace.
@@ -256,6 +273,9 @@ impl VolumeUri {
         }
         let mut query = vec![("volume".to_owned(), self.volume.to_string())];
         query.extend(conn_query(&self.conn));
+        if self.scheme == VOLUME_SCHEME {
+            query.push(("datapath".to_owned(), self.datapath.name().to_owned()));
+        }
         Parts { scheme: self.scheme.clone(), segments: vec![self.pool.clone(), self.namespace.clone(), leaf], query }
             .render()
     }
@@ -265,9 +285,18 @@ impl VolumeUri {
         let what = "volume";
         let bad = |reason: &str| RequestError::BadUri { what, uri: text.to_owned(), reason: reason.to_owned() };
         let parts = Parts::parse(text, what)?;
-        if !DATAPATH_SCHEMES.contains(&parts.scheme.as_str()) {
-            return Err(bad("unknown datapath scheme"));
-        }
+        let datapath = if parts.scheme == VOLUME_SCHEME {
+            match parts.get("datapath") {
+                None => Datapath::Auto,
+                Some(word) => Datapath::parse(word).ok_or_else(|| bad(&format!("unknown datapath {word:?}")))?,
+            }
+        } else {
+            OLD_SCHEMES
+                .iter()
+                .find(|(s, _)| *s == parts.scheme)
+                .map(|(_, d)| *d)
+                .ok_or_else(|| bad("unknown datapath scheme"))?
+        };
         let [pool, namespace, leaf] = parts.segments.as_slice() else {
             return Err(bad("expected <pool>/<namespace>/<image>[@<snap>]"));
         };
@@ -288,6 +317,7 @@ impl VolumeUri {
         }
         Ok(VolumeUri {
             scheme: parts.scheme.clone(),
+            datapath,
             pool: pool.clone(),
             namespace: namespace.clone(),
             image,
@@ -314,6 +344,37 @@ mod tests {
         }
     }
 
+    /// SR strings and volume URIs made before the datapath policy keep working.
+    #[test]
+    fn strings_made_before_the_policy_still_parse() {
+        let sr = SrUri {
+            pool: "rbd".to_owned(),
+            namespace: "n".to_owned(),
+            uuid: Uuid::new_v4(),
+            conn: conn(),
+            features: vec!["layering".to_owned()],
+            datapath: Datapath::Auto,
+        };
+        let old = |list: &str| SrUri::parse(&sr.render().replace("datapath=auto", &format!("datapath={list}")));
+        assert_eq!(old("cephrbd%2Bkrbd%2Ccephrbd%2Bqsd").map(|s| s.datapath), Ok(Datapath::Auto));
+        assert_eq!(old("cephrbd%2Bqsd%2Ccephrbd%2Bkrbd").map(|s| s.datapath), Ok(Datapath::Qsd));
+        let key = Uuid::new_v4();
+        let mut v = VolumeUri {
+            scheme: "cephrbd+krbd".to_owned(),
+            datapath: Datapath::Krbd,
+            pool: "p".to_owned(),
+            namespace: "n".to_owned(),
+            image: Object::Image(key).to_string(),
+            snap: None,
+            volume: key,
+            conn: conn(),
+        };
+        assert!(!v.render().contains("datapath="), "old URIs carry their mode in the scheme");
+        assert_eq!(VolumeUri::parse(&v.render()), Ok(v.clone()));
+        v.scheme = "cephrbd+nbd".to_owned();
+        assert!(VolumeUri::parse(&v.render()).is_err());
+    }
+
     #[test]
     fn sr_uri_round_trips() {
         let sr = SrUri {
@@ -322,7 +383,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             conn: conn(),
             features: vec!["layering".to_owned()],
-            schemes: vec!["cephrbd+qsd".to_owned()],
+            datapath: Datapath::Qsd,
         };
         let text = sr.render();
         assert!(text.starts_with("cephrbd://rbd/cephrbd-x?sr_uuid="), "{text}");
@@ -331,7 +392,8 @@ mod tests {
 
     fn volume(key: Uuid) -> VolumeUri {
         VolumeUri {
-            scheme: "cephrbd+krbd".to_owned(),
+            scheme: VOLUME_SCHEME.to_owned(),
+            datapath: Datapath::Nbd,
             pool: "p".to_owned(),
             namespace: "n".to_owned(),
             image: Object::Image(Uuid::new_v4()).to_string(),
@@ -369,6 +431,7 @@ mod tests {
     fn uris_whose_values_could_become_options_are_refused() {
         let mut v = VolumeUri {
             scheme: "cephrbd+qsd".to_owned(),
+            datapath: Datapath::Qsd,
             pool: "p".to_owned(),
             namespace: "n".to_owned(),
             image: String::new(),
@@ -399,15 +462,15 @@ mod tests {
             uuid: Uuid::new_v4(),
             conn: conn(),
             features: vec!["layering".to_owned()],
-            schemes: vec!["cephrbd+qsd".to_owned()],
+            datapath: Datapath::Auto,
         };
         for forged in [
             SrUri { pool: "a@b".to_owned(), ..good.clone() },
             SrUri { namespace: "--conf".to_owned(), ..good.clone() },
-            SrUri { features: vec!["journaling".to_owned()], ..good.clone() },
-            SrUri { schemes: vec!["file".to_owned()], ..good.clone() },
+            SrUri { features: vec!["no-such-feature".to_owned()], ..good.clone() },
         ] {
             assert!(SrUri::parse(&forged.render()).is_err(), "{forged:?}");
         }
+        assert!(SrUri::parse(&good.render().replace("datapath=auto", "datapath=file")).is_err());
     }
 }

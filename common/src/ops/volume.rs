@@ -27,6 +27,7 @@ use std::time::Duration;
 use tracing::info;
 use uuid::Uuid;
 
+use super::datapath;
 use super::reclaim::{
     forget_snapshot_marks, purge_later, reclaim_chain, reclaim_image_if_garbage, reclaim_marked, remove_image_if_free,
     remove_snapshot_if_free,
@@ -39,7 +40,7 @@ use crate::host::lock::SrLock;
 use crate::host::Host;
 use crate::layout::names::{MetaKey, Object};
 use crate::layout::records::{self, GarbageRecord, Header, Records, SnapRef, VolumeRecord, VolumeView};
-use crate::layout::uri::{SrUri, VolumeUri};
+use crate::layout::uri::{SrUri, VolumeUri, VOLUME_SCHEME};
 use crate::smapi::wire::{int64, Volume};
 
 /// Sizes are rounded up to whole sectors.
@@ -145,22 +146,18 @@ pub fn to_volume(sr: &SrUri, view: &VolumeView, usage: Option<&BTreeMap<String, 
     let r = &view.record;
     let leaf = r.snap.as_ref().map_or_else(|| r.image.clone(), |s| format!("{}@{s}", r.image));
     let used = usage.map_or(r.size, |u| u.get(&leaf).copied().unwrap_or(0));
-    let uri = sr
-        .schemes
-        .iter()
-        .map(|scheme| {
-            VolumeUri {
-                scheme: scheme.clone(),
-                pool: sr.pool.clone(),
-                namespace: sr.namespace.clone(),
-                image: r.image.clone(),
-                snap: r.snap.clone(),
-                volume: view.uuid,
-                conn: sr.conn.clone(),
-            }
-            .render()
-        })
-        .collect();
+    // One URI: the policy, not a mode, so the first datapath xapi finds serves every host.
+    let uri = vec![VolumeUri {
+        scheme: VOLUME_SCHEME.to_owned(),
+        datapath: sr.datapath,
+        pool: sr.pool.clone(),
+        namespace: sr.namespace.clone(),
+        image: r.image.clone(),
+        snap: r.snap.clone(),
+        volume: view.uuid,
+        conn: sr.conn.clone(),
+    }
+    .render()];
     Volume {
         key: view.uuid.to_string(),
         uuid: Some(view.uuid.to_string()),
@@ -389,7 +386,12 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
     };
     let r = &view.record;
     if r.snap.is_none() && !rbd::watchers(&sr.conn, &sr.spec(&r.image))?.is_empty() {
-        return Err(OpError::InUse { key: key.to_owned() });
+        // A leftover of this host's (a mapping nobody holds) is released first; anything
+        // else that holds it open is named.
+        let holders = datapath::holders(host, sr, uuid, &r.image)?;
+        if !holders.is_empty() {
+            return Err(OpError::InUse { key: key.to_owned(), holders: holders.join("; ") });
+        }
     }
     let leaf = r.snap.as_ref().map_or_else(|| r.image.clone(), |s| format!("{}@{s}", r.image));
     let gone = match &r.snap {
@@ -401,6 +403,10 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
         // leaves a volume that can be destroyed again, never an unmarked orphan.
         header.set_json(&MetaKey::Garbage(leaf.clone()), &GarbageRecord { parent: r.parent.clone() })?;
         info!(volume = %view.uuid, "volume kept for its dependants; reclaimed when they are gone");
+    }
+    if r.snap.is_none() {
+        // A writer lock left by a host that crashed while the volume was active.
+        rbd::remove_object(&sr.conn, &sr.pool, &sr.namespace, &rbd::writer_object(&uuid.to_string()))?;
     }
     // The record first: a call that writes a key of this volume from now on finds no
     // record and takes its key back; then the other keys.

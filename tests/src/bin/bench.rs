@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cephrbd_tests::{nbd_url, scratch_dir, uri_with_scheme, Kind, Lab, Plugin, TestSr};
+use cephrbd_tests::{nbd_url, scratch_dir, uri_with_policy, Kind, Lab, Plugin, TestSr};
 use serde_json::{json, Value};
 
 const RUNS: usize = 20;
@@ -279,7 +279,7 @@ fn control_path(t: &TestSr, debug: &Plugin, table: &mut String, summary: &mut Su
     let dp = Plugin::new(Kind::Datapath)
         .with_env("CEPHRBD_RUN_DIR", run.display().to_string())
         .with_env("CEPHRBD_LOG", "debug");
-    let uri = uri_with_scheme(&base, "cephrbd+qsd");
+    let uri = uri_with_policy(&base, "qsd");
     let dp_args = json!({"uri": uri, "domain": "0"});
     let socket = run.join("floor.sock");
     let pidfile = run.join("floor.pid");
@@ -463,7 +463,10 @@ fn fio(engine_args: &[String], env: &[(&str, String)], rw: &str, bs: u64, depth:
 
 fn datapath(lab: &Lab, table: &mut String) -> f64 {
     let size = 256 * MIB;
-    let image = format!("bench-dp-{}", uuid::Uuid::new_v4().simple());
+    // Named as the driver names a volume's image: a URI whose key is not the one its image
+    // carries is refused as forged.
+    let volume = uuid::Uuid::new_v4();
+    let image = format!("v-{volume}");
     lab.rbd(&[
         "create",
         "--size",
@@ -484,9 +487,9 @@ fn datapath(lab: &Lab, table: &mut String) -> f64 {
         "seq",
         &format!("{}/{image}", lab.pool),
     ]);
-    let volume = uuid::Uuid::new_v4();
     let uri = common::layout::uri::VolumeUri {
-        scheme: "cephrbd+qsd".to_owned(),
+        scheme: common::layout::uri::VOLUME_SCHEME.to_owned(),
+        datapath: common::config::Datapath::Qsd,
         pool: lab.pool.clone(),
         namespace: String::new(),
         image: image.clone(),
