@@ -163,3 +163,101 @@ fn wait_or_stop(child: &mut Child, limit: Duration) -> Option<Option<i32>> {
     let _ = child.wait();
     None
 }
+
+/// A guest that stays up and runs shell scripts on demand ([`Guest::sh`]), so that one
+/// boot serves many steps (`scripts/kernel-lab/agent.sh`). Dropping it powers it off.
+#[derive(Debug)]
+pub struct Guest {
+    /// A name for messages.
+    pub name: String,
+    /// The directory shared with the guest (same path on both sides).
+    pub dir: PathBuf,
+    next: std::sync::Mutex<u64>,
+    lab: Option<thread::JoinHandle<GuestOutcome>>,
+}
+
+/// What one script did in a [`Guest`].
+#[derive(Debug, Clone)]
+pub struct Shell {
+    /// Its exit status.
+    pub status: i32,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Shell {
+    /// stdout, after checking the script succeeded (panics with its stderr otherwise).
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.status, 0, "guest script failed: {}\n--- stderr ---\n{}", self.stdout, self.stderr);
+        &self.stdout
+    }
+}
+
+impl Guest {
+    /// Boots a guest named `name` that serves scripts until dropped (at most `lifetime`).
+    /// `dir` is created, shared, and holds the scripts and their output; anything else the
+    /// guest must see live (plugin directories made after boot) belongs in it too.
+    pub fn boot(name: &str, options: &Options, lifetime: Duration) -> Guest {
+        let dir = std::env::temp_dir().join(format!("cephrbd-guest-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("guest dir");
+        let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kernel-lab/agent.sh");
+        let (options, dir_text) = (options.clone(), dir.display().to_string());
+        let lab = thread::spawn(move || {
+            let agent = agent.display().to_string();
+            run_with(&options, &["bash", &agent, &dir_text], &[], &[Path::new(&dir_text)], lifetime)
+        });
+        let mut guest = Guest { name: name.to_owned(), dir, next: std::sync::Mutex::new(0), lab: Some(lab) };
+        let deadline = Instant::now() + Duration::from_secs(400);
+        while !guest.dir.join("ready").exists() {
+            if guest.lab.as_ref().is_some_and(thread::JoinHandle::is_finished) || Instant::now() > deadline {
+                let _ = std::fs::write(guest.dir.join("stop"), "");
+                let outcome = guest.lab.take().map(thread::JoinHandle::join);
+                panic!("guest {name} never became ready: {outcome:?}");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        guest
+    }
+
+    /// Runs `script` (bash) in the guest, waiting at most `limit` for it.
+    pub fn sh(&self, script: &str, limit: Duration) -> Shell {
+        let n = {
+            let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = *next;
+            let tmp = self.dir.join(format!("cmd.{n}.tmp"));
+            std::fs::write(&tmp, script).expect("write script");
+            std::fs::rename(&tmp, self.dir.join(format!("cmd.{n}"))).expect("publish script");
+            *next += 1;
+            n
+        };
+        let status = self.dir.join(format!("status.{n}"));
+        let deadline = Instant::now() + limit;
+        while !status.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "guest {}: script {n} did not finish within {limit:?}:\n{script}",
+                self.name
+            );
+            assert!(
+                !self.lab.as_ref().is_some_and(thread::JoinHandle::is_finished),
+                "guest {} stopped while running script {n}:\n{script}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        let read = |file: &str| std::fs::read_to_string(self.dir.join(format!("{file}.{n}"))).unwrap_or_default();
+        Shell { status: read("status").trim().parse().unwrap_or(-1), stdout: read("out"), stderr: read("err") }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("stop"), "");
+        if let Some(lab) = self.lab.take() {
+            let _ = lab.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -371,32 +371,21 @@ pub fn activate(host: &Host, uri: &VolumeUri, domain: &str, read_only: bool) -> 
     }
     let mut lock = None;
     if !read_only {
-        let ours: Vec<u64> = state.client.into_iter().collect();
-        fence_other_writers(host, uri, &ours)?;
-        if state.mode == Mode::Qsd {
-            let before = watchers(uri)?;
-            // Recorded before the daemon starts, so a crash in between leaves a state the
-            // reaper sees.
-            state.active = Some(Active { domain: domain.to_owned(), read_only, lock: None });
-            held.save(&state)?;
-            start_daemon(&daemon, uri, read_only, &held, &mut state)?;
-            state.client = new_client(&before, &watchers(uri)?);
-        }
-        let id = writer_cookie(host, state.client);
-        let object = rbd::writer_object(&uri.volume.to_string());
-        if let Err(e) = rbd::writer_lock_get(&uri.conn, &uri.pool, &uri.namespace, &object, &id) {
-            if state.mode == Mode::Qsd {
-                daemon.stop();
+        match open_writer(host, uri, domain, &daemon, &held, &mut state) {
+            Ok(id) => lock = Some(id),
+            Err(e) => {
+                // Whatever failed (another host won the lock, Ceph timed out), nothing of
+                // ours may stay able to write: the daemon stops and a mapping goes (nobody
+                // uses it before an activate succeeds); a later activate here says to
+                // attach again, and detach still counts the references down.
+                let domains = std::mem::take(&mut state.domains);
+                release(host, &uri.conn, uri, &mut state);
+                state.domains = domains;
+                state.active = None;
+                held.save(&state)?;
+                return Err(e);
             }
-            state.active = None;
-            held.save(&state)?;
-            return Err(if e.kind() == Kind::Busy {
-                OpError::ActivatedElsewhere { volume: uri.volume.to_string() }
-            } else {
-                e.into()
-            });
         }
-        lock = Some(id);
     } else if state.mode == Mode::Qsd {
         state.active = Some(Active { domain: domain.to_owned(), read_only, lock: None });
         held.save(&state)?;
@@ -411,6 +400,36 @@ pub fn activate(host: &Host, uri: &VolumeUri, domain: &str, read_only: bool) -> 
     }
     info!(volume = %uri.volume, domain, read_only, mode = state.mode.name(), "activated");
     Ok(())
+}
+
+/// The writer's half of [`activate`]: fences the writers of other hosts, starts the daemon
+/// (qsd) and takes the writer lock. Returns the lock's cookie.
+fn open_writer(
+    host: &Host,
+    uri: &VolumeUri,
+    domain: &str,
+    daemon: &qsd::Daemon,
+    held: &Held,
+    state: &mut Attachment,
+) -> Result<String, OpError> {
+    let ours: Vec<u64> = state.client.into_iter().collect();
+    fence_other_writers(host, uri, &ours)?;
+    if state.mode == Mode::Qsd {
+        let before = watchers(uri)?;
+        // Recorded before the daemon starts, so a crash in between leaves a state the
+        // reaper sees.
+        state.active = Some(Active { domain: domain.to_owned(), read_only: false, lock: None });
+        held.save(state)?;
+        start_daemon(daemon, uri, false, held, state)?;
+        state.client = new_client(&before, &watchers(uri)?);
+    }
+    let id = writer_cookie(host, state.client);
+    let object = rbd::writer_object(&uri.volume.to_string());
+    match rbd::writer_lock_get(&uri.conn, &uri.pool, &uri.namespace, &object, &id) {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == Kind::Busy => Err(OpError::ActivatedElsewhere { volume: uri.volume.to_string() }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn start_daemon(
