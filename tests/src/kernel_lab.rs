@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -172,8 +173,10 @@ pub struct Guest {
     pub name: String,
     /// The directory shared with the guest (same path on both sides).
     pub dir: PathBuf,
-    next: std::sync::Mutex<u64>,
-    lab: Option<thread::JoinHandle<GuestOutcome>>,
+    /// Marks the lab's process (in its arguments) so that a hung guest can be stopped.
+    tag: String,
+    next: Mutex<u64>,
+    lab: Mutex<Option<thread::JoinHandle<GuestOutcome>>>,
 }
 
 /// What one script did in a [`Guest`].
@@ -203,48 +206,80 @@ impl Guest {
         let dir = std::env::temp_dir().join(format!("cephrbd-guest-{name}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("guest dir");
         let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kernel-lab/agent.sh");
-        let (options, dir_text) = (options.clone(), dir.display().to_string());
+        let tag = format!("cephrbd-guest-{}", uuid::Uuid::new_v4().simple());
+        let (options, dir_text, tag_env) = (options.clone(), dir.display().to_string(), tag.clone());
         let lab = thread::spawn(move || {
             let agent = agent.display().to_string();
-            run_with(&options, &["bash", &agent, &dir_text], &[], &[Path::new(&dir_text)], lifetime)
+            run_with(
+                &options,
+                &["bash", &agent, &dir_text],
+                &[("CEPHRBD_GUEST", &tag_env)],
+                &[Path::new(&dir_text)],
+                lifetime,
+            )
         });
-        let mut guest = Guest { name: name.to_owned(), dir, next: std::sync::Mutex::new(0), lab: Some(lab) };
+        let guest = Guest { name: name.to_owned(), dir, tag, next: Mutex::new(0), lab: Mutex::new(Some(lab)) };
         let deadline = Instant::now() + Duration::from_secs(400);
         while !guest.dir.join("ready").exists() {
-            if guest.lab.as_ref().is_some_and(thread::JoinHandle::is_finished) || Instant::now() > deadline {
-                let _ = std::fs::write(guest.dir.join("stop"), "");
-                let outcome = guest.lab.take().map(thread::JoinHandle::join);
-                panic!("guest {name} never became ready: {outcome:?}");
+            if guest.lab_finished() || Instant::now() > deadline {
+                panic!("guest {name} never became ready: {}", guest.stop_hung());
             }
             thread::sleep(Duration::from_millis(200));
         }
         guest
     }
 
-    /// Runs `script` (bash) in the guest, waiting at most `limit` for it.
+    fn lab_finished(&self) -> bool {
+        self.lab.lock().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(thread::JoinHandle::is_finished)
+    }
+
+    /// Stops a guest that hangs (SIGTERM to its lab, which kills QEMU and reports) and
+    /// returns what the lab said: its error with the tail of the serial console.
+    fn stop_hung(&self) -> String {
+        let _ = std::fs::write(self.dir.join("stop"), "");
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().filter_map(Result::ok) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let is_ours = String::from_utf8_lossy(&cmdline).contains(&self.tag)
+                && cmdline
+                    .split(|b| *b == 0)
+                    .next()
+                    .is_some_and(|argv0| argv0.ends_with(b"run") || argv0.ends_with(b"bash"));
+            if is_ours {
+                let _ = Command::new("kill").arg("-TERM").arg(entry.file_name()).status();
+            }
+        }
+        let Some(lab) = self.lab.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return "the guest was stopped already".to_owned();
+        };
+        match lab.join() {
+            Ok(outcome) => format!("the guest stopped: {outcome:?}"),
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the lab failed".to_owned()),
+        }
+    }
+
+    /// Runs `script` (bash) in the guest: the guest kills it after `limit` (status 124,
+    /// the kernel log's tail in its stderr); a guest that does not answer 30 s later is
+    /// stopped and the call panics with its serial console.
     pub fn sh(&self, script: &str, limit: Duration) -> Shell {
         let n = {
-            let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
             let n = *next;
             let tmp = self.dir.join(format!("cmd.{n}.tmp"));
-            std::fs::write(&tmp, script).expect("write script");
+            std::fs::write(&tmp, format!("# limit={}\n{script}", limit.as_secs().max(1))).expect("write script");
             std::fs::rename(&tmp, self.dir.join(format!("cmd.{n}"))).expect("publish script");
             *next += 1;
             n
         };
         let status = self.dir.join(format!("status.{n}"));
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now() + limit + Duration::from_secs(30);
         while !status.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "guest {}: script {n} did not finish within {limit:?}:\n{script}",
-                self.name
-            );
-            assert!(
-                !self.lab.as_ref().is_some_and(thread::JoinHandle::is_finished),
-                "guest {} stopped while running script {n}:\n{script}",
-                self.name
-            );
+            if Instant::now() > deadline || self.lab_finished() {
+                panic!("guest {} hangs or stopped running script {n}:\n{script}\n{}", self.name, self.stop_hung());
+            }
             thread::sleep(Duration::from_millis(50));
         }
         let read = |file: &str| std::fs::read_to_string(self.dir.join(format!("{file}.{n}"))).unwrap_or_default();
@@ -255,7 +290,7 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = std::fs::write(self.dir.join("stop"), "");
-        if let Some(lab) = self.lab.take() {
+        if let Some(lab) = self.lab.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = lab.join();
         }
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -172,6 +172,9 @@ fn main() -> ExitCode {
         ("racing_activations_leave_exactly_one_writer", racing_activations),
         ("a_crash_between_steps_is_reaped_by_sr_attach", crash_then_reaper),
         ("a_host_without_the_modules_gets_the_reason_and_keeps_nothing", host_without_modules),
+        ("a_step_that_hangs_is_killed_with_the_kernel_log", hung_step),
+        // Last: it stops the bare guest.
+        ("a_guest_that_stops_answering_is_stopped_with_its_console", hung_guest),
     ];
     let chosen: Vec<&(&str, Scenario)> = scenarios
         .iter()
@@ -457,26 +460,63 @@ fn racing_activations(kit: &Kit) {
     }
 }
 
-fn crash_then_reaper(kit: &Kit) {
-    let t = sr("krbd", None);
+/// Kills `method` after each of its Ceph and kernel commands in turn (the fault-injection
+/// hook of the test build), runs `SR.attach` (the reaper) and detaches: after every crash
+/// the host is left with no mapping and no state, and the volume then still goes through a
+/// whole attach, activate, write, deactivate, detach. Returns how many crashes it made.
+fn crash_each_step(host: &Host, t: &TestSr, method: &str) -> usize {
     let v = t.create_volume("crashed", 4 << 20);
     let uri = uri_with_policy(&v, "krbd");
-    let sr_attach = || kit.b.call("SR.attach", json!({"configuration": t.config})).ok().clone();
-    // The datapath killed after each of its Ceph and kernel commands in attach, then SR.attach.
-    for n in 1..=4 {
-        let out =
-            kit.b.call_with("Datapath.attach", json!({"uri": uri, "domain": "3"}), &format!("CEPHRBD_CRASH_AFTER={n}"));
+    let image = format!("v-{}", v["key"].as_str().expect("key"));
+    let clean = |when: &str| {
+        let left = host.sh(&format!(
+            "rbd device list 2>&1 | grep -- {image}; ls /run/cephrbd/dp 2>/dev/null | grep -- {}",
+            &image[2..]
+        ));
+        assert!(left.stdout.trim().is_empty(), "{method}, {when}: left on the host: {}", left.stdout);
+    };
+    let mut crashes = 0;
+    for n in 1..=12 {
+        if method != "Datapath.attach" {
+            host.dp("Datapath.attach", &uri, "3").ok();
+        }
+        if method == "Datapath.deactivate" || method == "Datapath.detach" {
+            host.dp("Datapath.activate", &uri, "3").ok();
+        }
+        let out = host.call_with(method, json!({"uri": uri, "domain": "3"}), &format!("CEPHRBD_CRASH_AFTER={n}"));
+        host.call("SR.attach", json!({"configuration": t.config})).ok();
+        host.dp("Datapath.detach", &uri, "3").ok();
+        clean(&format!("after a crash at command {n}, SR.attach and detach"));
         if out.status == 0 {
             break;
         }
-        sr_attach();
-        kit.b.dp("Datapath.detach", &uri, "3");
-        let maps = kit.b.sh("rbd device list --format json").stdout;
-        assert!(!maps.contains(v["key"].as_str().expect("key")), "after a crash at {n} and SR.attach: {maps}");
+        assert!(out.value.is_null(), "{method} failed instead of crashing: {}", out.value);
+        crashes += 1;
     }
-    kit.b.dp("Datapath.detach", &uri, "3");
-    let left = kit.b.sh(&format!("ls /run/cephrbd/dp | grep {} || true", v["key"].as_str().expect("key"))).stdout;
-    assert!(left.trim().is_empty(), "host state left: {left}");
+    let dev = device(host.dp("Datapath.attach", &uri, "4").ok());
+    host.dp("Datapath.activate", &uri, "4").ok();
+    host.write(&dev, 0, MIB, 0x5c).ok();
+    host.dp("Datapath.deactivate", &uri, "4").ok();
+    host.dp("Datapath.detach", &uri, "4").ok();
+    clean("after the lifecycle that followed the crashes");
+    assert!(all(&export(t, &v)[..MIB], 0x5c), "{method}: the write after the crashes did not land");
+    crashes
+}
+
+fn crash_then_reaper(kit: &Kit) {
+    let t = sr("krbd", None);
+    // Two hosts, two methods each, in parallel (each guest has one emulated CPU).
+    let crashes: Vec<(&str, usize)> = std::thread::scope(|s| {
+        let plans =
+            [(&kit.a, ["Datapath.attach", "Datapath.deactivate"]), (&kit.b, ["Datapath.activate", "Datapath.detach"])];
+        let runs = plans.map(|(host, methods)| {
+            let t = &t;
+            s.spawn(move || methods.map(|m| (m, crash_each_step(host, t, m))))
+        });
+        runs.into_iter().flat_map(|r| r.join().expect("crash run")).collect()
+    });
+    eprintln!("crashes made, by method: {crashes:?}");
+    assert!(crashes.iter().all(|(_, n)| *n > 0), "a method never crashed (no Ceph or kernel command?): {crashes:?}");
 }
 
 fn host_without_modules(kit: &Kit) {
@@ -496,4 +536,25 @@ fn host_without_modules(kit: &Kit) {
     let backend = kit.bare.dp("Datapath.attach", &uri, "1").ok().clone();
     assert_eq!(backend["implementations"][0][1]["backend_type"], "qdisk", "{backend}");
     kit.bare.dp("Datapath.detach", &uri, "1").ok();
+}
+
+fn hung_step(kit: &Kit) {
+    let at = Instant::now();
+    let out = kit.a.guest.sh("echo started; sleep 600", Duration::from_secs(3));
+    assert_eq!(out.status, 124, "{out:?}");
+    assert!(out.stdout.contains("started") && out.stderr.contains("killed after 3 s; kernel log:"), "{out:?}");
+    assert!(at.elapsed() < Duration::from_secs(30), "the guest took {:?} to kill a 3 s step", at.elapsed());
+    assert_eq!(kit.a.sh("echo alive").ok().trim(), "alive", "the guest serves the next step");
+}
+
+fn hung_guest(kit: &Kit) {
+    let at = Instant::now();
+    let hung = panic::catch_unwind(AssertUnwindSafe(|| {
+        kit.bare.guest.sh("pkill -STOP -f kernel-lab/agent.sh", Duration::from_secs(2))
+    }));
+    let message = hung.expect_err("a guest that stopped answering went unnoticed");
+    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("hangs or stopped"), "{message}");
+    assert!(message.contains("serial console"), "no console log in: {message}");
+    assert!(at.elapsed() < Duration::from_secs(90), "stopping a hung guest took {:?}", at.elapsed());
 }
