@@ -1,16 +1,17 @@
 //! Every Ceph failure class gets an error that names its real cause (issue 14 item 8): a
 //! missing, unreadable or undecodable keyring is not a missing pool, a ceph.conf without
-//! monitors is not a missing SR, a kernel without the rbd module is not a missing image.
+//! monitors is not a missing SR, an aes256k key is not a malformed keyring. (A kernel
+//! without the rbd module: tests/tests/ceph_kernel.rs, on a real kernel without it.)
 
 // An integration-test crate is all tests; the lint is for test code mixed into the library.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cephrbd_tests::xapi::{run_driver, Requests, XenApiServer};
-use cephrbd_tests::{scratch_dir, uri_with_policy, Kind, Lab, Plugin, TestSr};
+use cephrbd_tests::{scratch_dir, Lab, TestSr};
 use common::layout::uri::SrUri;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The SR string of `t` with another keyring and/or ceph.conf.
 fn sr_with(t: &TestSr, keyring: Option<&Path>, conf: Option<&Path>) -> String {
@@ -100,22 +101,50 @@ fn ceph_a_conf_without_monitors_is_not_a_missing_sr() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An aes256k key (encoded type 2, as Ceph 19.2.6 and 20.2.4 make them; not a real key).
+const AES256K_KEY: &str = "AgAAiStpAAAAACAAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+/// Issue 15 item 4: a keyring holding an aes256k key, which the client cannot read (this
+/// machine's 16.2, like XCP-ng's 14.2 and 15.2), gets an error that says so and gives the
+/// fix, without the key; the doctor fails the key type with the same fix.
 #[test]
-fn ceph_kernel_rbd_without_the_module_says_so() {
+fn ceph_an_aes256k_key_gets_the_explanation_and_the_fix() {
     let t = TestSr::create();
-    let v = t.create_volume("krbd", 4 << 20);
-    let run: PathBuf = scratch_dir("krbd");
-    let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
-    let uri = uri_with_policy(&v, "krbd");
-    let out = dp.call("Datapath.attach", json!({"uri": uri, "domain": "0"}));
-    if Path::new("/sys/bus/rbd").is_dir() {
-        // A kernel with the driver maps it; nothing to classify here.
-        let _: Value = out.ok();
-        dp.call("Datapath.detach", json!({"uri": uri, "domain": "0"})).ok();
-    } else {
-        let (name, message) = out.error_name_and_message();
-        assert_eq!(name, "Kernel_module_missing", "{message}");
-        assert!(message.contains("modprobe rbd") && message.contains("datapath=qsd"), "{message}");
+    let dir = scratch_dir("aes256k");
+    let keyring = dir.join("ceph.client.keyring");
+    std::fs::write(&keyring, format!("[client.{}]\n\tkey = {AES256K_KEY}\n", t.lab.user)).expect("write");
+    let (name, message) = create_on(&t, &sr_with(&t, Some(&keyring), None));
+    assert_eq!(name, "Ceph_key_type_unsupported", "{message}");
+    for needle in ["aes256k", "auth_allowed_ciphers aes,aes256k", "--key_type aes", &keyring.display().to_string()] {
+        assert!(message.contains(needle), "{needle:?} missing from: {message}");
     }
-    let _ = std::fs::remove_dir_all(run);
+    let out = t.plugin.call("Volume.create", json!({"sr": sr_with(&t, Some(&keyring), None), "name": "x", "description": "", "size": 4096, "sharable": false}));
+    assert!(!out.stdout.contains(AES256K_KEY) && !out.stderr.contains(AES256K_KEY), "the key leaked: {out:?}");
+
+    // An aes key the cluster refuses: a wrong key, or (on 19.2.6/20.2.4 clusters that allow
+    // only aes256k) any aes key. Ceph says the same for both, so the error names both.
+    let wrong = dir.join("wrong.keyring");
+    std::fs::write(&wrong, format!("[client.{}]\n\tkey = AQBsJQxpAAAAABAAAQIDBAUGBwgJCgsMDQ4PEA==\n", t.lab.user))
+        .expect("write");
+    let (name, message) = create_on(&t, &sr_with(&t, Some(&wrong), None));
+    assert_eq!(name, "Ceph_permission_denied", "{message}");
+    assert!(
+        message.contains("check ceph_user and keyring") && message.contains("auth_allowed_ciphers aes,aes256k"),
+        "{message}"
+    );
+
+    let doctor = std::process::Command::new(cephrbd_tests::binary("volume"))
+        .args([
+            "--doctor".to_owned(),
+            format!("pool={}", t.lab.pool),
+            format!("ceph_conf={}", t.lab.conf.display()),
+            format!("keyring={}", keyring.display()),
+        ])
+        .output()
+        .expect("doctor");
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{report}");
+    assert!(report.contains("FAIL cephx key type: an aes256k key") && report.contains("--key_type aes"), "{report}");
+    assert!(!report.contains(AES256K_KEY), "{report}");
+    let _ = std::fs::remove_dir_all(dir);
 }

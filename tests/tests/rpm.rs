@@ -14,12 +14,11 @@ use cephrbd_tests::xapi::{run_driver, Requests};
 use cephrbd_tests::{scratch_dir, Lab, Plugin, TestSr};
 use serde_json::json;
 
-fn rpm() -> Option<PathBuf> {
-    let rpm = std::env::var_os("CEPHRBD_RPM").map(PathBuf::from);
-    if rpm.is_none() {
-        eprintln!("skipped: CEPHRBD_RPM is not set (scripts/test builds the RPM and sets it)");
-    }
-    rpm
+/// The RPM under test. Without one these tests fail: they never pass untested.
+fn rpm() -> PathBuf {
+    std::env::var_os("CEPHRBD_RPM").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("CEPHRBD_RPM is not set: scripts/test builds the RPM and sets it (or run scripts/build-rpm and set it)")
+    })
 }
 
 /// Unpacks the RPM's payload into a fresh root, as `rpm --root` would lay it out.
@@ -63,7 +62,7 @@ fn test_binaries_carry_the_injection_hooks() {
 
 #[test]
 fn ceph_rpm_installs_working_plugins() {
-    let Some(rpm) = rpm() else { return };
+    let rpm = rpm();
     let listing = Command::new("rpm").args(["-qlp"]).arg(&rpm).output().expect("rpm -qlp");
     let files = String::from_utf8_lossy(&listing.stdout).into_owned();
     for path in [
@@ -171,7 +170,7 @@ fn ceph_rpm_installs_working_plugins() {
 
 #[test]
 fn rpm_sm_plugins_drop_in_keeps_the_list_in_effect() {
-    let Some(rpm) = rpm() else { return };
+    let rpm = rpm();
     let root = unpack(&rpm);
     let tool = root.join("usr/libexec/cephrbd/sm-plugins-conf");
     let r = root.display().to_string();

@@ -4,7 +4,7 @@
 //! Host checks (no device-config needed): the programs the driver runs, kernel RBD and the
 //! image features it can map, the sm-plugins whitelist for the legacy driver, the plugin
 //! directories. With a device-config: ceph.conf and keyring readable, a key for the user,
-//! the monitors answering within the time limit, the pool present, and the SR's image
+//! its cephx key type against this host's Ceph client (aes256k), the monitors answering within the time limit, the pool present, and the SR's image
 //! features against what this kernel maps.
 //!
 //! Paths below `/` can be moved with `CEPHRBD_ROOT` (tests run against an unpacked RPM).
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::ceph::{rbd, Kind};
+use crate::ceph::cephx::{self, KeyType};
+use crate::ceph::{rbd, CephError, Kind};
 use crate::config::{DeviceConfig, DEFAULT_FEATURES};
 use crate::error::chain;
 use crate::host::Host;
@@ -235,6 +236,7 @@ pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
         ));
     }
     let conn = config.conn();
+    out.extend(key_type_check(&conn.key_types(), cephx::client_version(Duration::from_secs(10)), &config.ceph_user));
     let started = Instant::now();
     let check = format!("monitors and pool {}", config.pool);
     out.push(match rbd::namespace_ls(&conn, &config.pool) {
@@ -255,6 +257,7 @@ pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
                 Kind::Unreachable | Kind::TimedOut => {
                     "check mon_host/ceph.conf, the network to the monitors, and the cluster's health"
                 }
+                Kind::Keyring if matches!(e, CephError::KeyTypeUnsupported { .. }) => "see the cephx key type check",
                 Kind::Keyring => "make the keyring readable and give it the user's key: ceph auth get client.<user>",
                 Kind::NoMonitors => "set mon_host in ceph.conf (or device-config mon_host)",
                 Kind::ConfUnreadable => "check ceph_conf: the file must exist and be readable",
@@ -267,6 +270,50 @@ pub fn config_checks(host: &Host, config: &DeviceConfig) -> Vec<Finding> {
         out.push(modes_check(host, features));
     }
     out
+}
+
+/// The type of the user's key against what this host's Ceph client (`client`) and kernel
+/// read (docs/ceph-versions.md §4). No finding when no key file could be read.
+fn key_type_check(types: &[KeyType], client: Option<cephx::Version>, user: &str) -> Option<Finding> {
+    let check = "cephx key type";
+    let version = client.map_or_else(|| "unknown".to_owned(), |(a, b, c)| format!("{a}.{b}.{c}"));
+    if types.is_empty() {
+        return None;
+    }
+    let fix = cephx::aes_fix(user);
+    Some(if types.contains(&KeyType::Aes256k) {
+        if client.is_some_and(cephx::reads_aes256k) {
+            finding(
+                Status::Warn,
+                check,
+                format!(
+                    "an aes256k key: this host's Ceph client ({version}) reads it, but kernel RBD before Linux 7.0 \
+                     cannot use it (datapath krbd fails; auto falls back to rbd-nbd)"
+                ),
+                Some(&fix),
+            )
+        } else {
+            finding(
+                Status::Fail,
+                check,
+                format!("an aes256k key, which this host's Ceph client ({version}) cannot read: every call fails"),
+                Some(&fix),
+            )
+        }
+    } else if types.contains(&KeyType::Aes) {
+        finding(
+            Status::Ok,
+            check,
+            format!(
+                "aes (every Ceph client and kernel reads it; client {version}). A cluster of Ceph 19.2.6/20.2.4 or \
+                 later must allow it: auth_allowed_ciphers includes aes"
+            ),
+            None,
+        )
+    } else {
+        let found: Vec<String> = types.iter().map(|t| t.name()).collect();
+        finding(Status::Warn, check, format!("no aes or aes256k key found ({})", found.join(", ")), None)
+    })
 }
 
 /// `volume --doctor [KEY=VALUE…]`: prints every finding; exit 1 if any failed.
@@ -332,5 +379,21 @@ mod tests {
         let f = modes_check(&host, &features);
         assert!(f.detail.starts_with("auto picks nbd") && f.detail.contains("exclusive-lock"), "{f}");
         std::fs::remove_dir_all(sysfs).expect("cleanup");
+    }
+
+    /// Issue 15: an aes256k key fails on XCP-ng's clients and says how to fix it.
+    #[test]
+    fn an_aes256k_key_is_checked_against_the_client() {
+        let fail = key_type_check(&[KeyType::Aes256k], Some((14, 2, 21)), "xcp").expect("a finding");
+        assert_eq!(fail.status, Status::Fail, "{fail}");
+        assert!(
+            fail.detail.contains("14.2.21") && fail.fix.as_deref().is_some_and(|f| f.contains("--key_type aes")),
+            "{fail}"
+        );
+        let warn = key_type_check(&[KeyType::Aes256k], Some((20, 2, 4)), "xcp").expect("a finding");
+        assert_eq!(warn.status, Status::Warn, "{warn}");
+        let ok = key_type_check(&[KeyType::Aes], Some((14, 2, 21)), "xcp").expect("a finding");
+        assert_eq!(ok.status, Status::Ok, "{ok}");
+        assert!(key_type_check(&[], None, "xcp").is_none());
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use super::cephx::{self, KeyType};
 use super::error::{classify, CephError, Kind};
 use crate::process::runner::{Cmd, CommandError, Output, Program, Status};
 use crate::process::secrets;
@@ -196,9 +197,18 @@ impl Conn {
         if !first {
             return;
         }
-        secrets::learn_keyring(&self.conf);
+        for file in self.key_files() {
+            secrets::learn_keyring(&file);
+        }
+    }
+
+    /// Every file Ceph may read this connection's key from: the keyring device-config names,
+    /// or else the ceph.conf's `keyring` list and Ceph's default places; a `keyfile`; and
+    /// the ceph.conf itself (it may hold a `key`).
+    fn key_files(&self) -> Vec<PathBuf> {
         let text = std::fs::read_to_string(&self.conf).unwrap_or_default();
-        let mut files: Vec<String> = conf_values(&text, "keyfile");
+        let mut files: Vec<String> = self.keyring.iter().map(|k| k.display().to_string()).collect();
+        files.extend(conf_values(&text, "keyfile"));
         if self.keyring.is_none() {
             files.extend(
                 conf_values(&text, "keyring")
@@ -207,9 +217,8 @@ impl Conn {
                     .flat_map(|list| list.split([',', ';']).map(|p| self.expand(p.trim())).collect::<Vec<_>>()),
             );
         }
-        for file in files.iter().filter(|f| !f.is_empty()) {
-            secrets::learn_keyring(Path::new(file));
-        }
+        files.push(self.conf.display().to_string());
+        files.into_iter().filter(|f| !f.is_empty()).map(PathBuf::from).collect()
     }
 
     /// Expands Ceph's metavariables in a configured path (`$cluster`, `$name`, `$id`,
@@ -224,6 +233,11 @@ impl Conn {
     }
 
     /// The keyring file in use, for messages: the one given, or where Ceph looks.
+    /// The types of the keys in the files Ceph may read this connection's key from.
+    pub fn key_types(&self) -> Vec<KeyType> {
+        self.key_files().iter().flat_map(|f| cephx::key_types_in(f)).collect()
+    }
+
     fn keyring_description(&self) -> String {
         match &self.keyring {
             Some(path) => path.display().to_string(),
@@ -273,10 +287,36 @@ impl Conn {
             Kind::Busy => CephError::Busy { what, source },
             Kind::HasSnapshots => CephError::HasSnapshots { what, source },
             Kind::Invalid => CephError::Refused { what, source },
-            Kind::PermissionDenied => CephError::PermissionDenied { user: self.id.clone(), source },
+            Kind::PermissionDenied => {
+                let hint =
+                    if source.stderr().contains("handle_auth_bad_method") && self.key_types().contains(&KeyType::Aes) {
+                        format!(
+                            "; or, on a cluster of Ceph 19.2.6/20.2.4 or later that allows only aes256k keys (a new \
+                         cluster's default), this aes key is refused: {}",
+                            cephx::aes_fix(&self.id)
+                        )
+                    } else {
+                        String::new()
+                    };
+                CephError::PermissionDenied { user: self.id.clone(), hint, source: Box::new(source) }
+            }
             Kind::Unreachable => CephError::Unreachable { limit: self.timeout, source },
             Kind::TimedOut => CephError::TimedOut { what, limit: self.timeout, source },
             Kind::NoSpace => CephError::NoSpace { source },
+            Kind::Keyring
+                if source.stderr().contains("error setting modifier")
+                    && self.key_types().contains(&KeyType::Aes256k) =>
+            {
+                let client = cephx::client_version(Duration::from_secs(10))
+                    .map(|(a, b, c)| format!(" ({a}.{b}.{c})"))
+                    .unwrap_or_default();
+                let detail = format!(
+                    "in {} is of type aes256k, which this host's Ceph client{client} cannot read: {}",
+                    self.keyring_description(),
+                    cephx::aes_fix(&self.id)
+                );
+                CephError::KeyTypeUnsupported { user: self.id.clone(), detail, source: Box::new(source) }
+            }
             Kind::Keyring => CephError::Keyring {
                 user: self.id.clone(),
                 keyring: self.keyring_description(),

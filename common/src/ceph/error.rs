@@ -149,13 +149,16 @@ pub enum CephError {
         source: CommandError,
     },
     /// The credentials were refused.
-    #[error("Ceph refused the credentials of client.{user} (check ceph_user and keyring)")]
+    #[error("Ceph refused the credentials of client.{user} (check ceph_user and keyring){hint}")]
     PermissionDenied {
         /// The cephx id used.
         user: String,
-        /// The failed command.
+        /// More about the likely cause ("" or starting with "; "): an aes key refused by a
+        /// cluster that allows only aes256k keys (`cephx`).
+        hint: String,
+        /// The failed command (boxed: this variant carries two texts).
         #[source]
-        source: CommandError,
+        source: Box<CommandError>,
     },
     /// The cluster did not answer in time.
     #[error("the Ceph cluster did not answer within {} s (monitors unreachable or cluster unhealthy)", .limit.as_secs())]
@@ -193,6 +196,18 @@ pub enum CephError {
         /// The keyring file, or where Ceph looked for one.
         keyring: String,
         /// The failed command (boxed: this variant carries two names).
+        #[source]
+        source: Box<CommandError>,
+    },
+    /// The keyring holds a key of a type this host's Ceph client cannot read (an aes256k
+    /// key, `cephx`).
+    #[error("the key of client.{user} {detail}")]
+    KeyTypeUnsupported {
+        /// The cephx id used.
+        user: String,
+        /// Where the key is, its type, the client, and the fix.
+        detail: String,
+        /// The failed command.
         #[source]
         source: Box<CommandError>,
     },
@@ -266,7 +281,7 @@ impl CephError {
             CephError::Unreachable { .. } => Kind::Unreachable,
             CephError::TimedOut { .. } => Kind::TimedOut,
             CephError::NoSpace { .. } => Kind::NoSpace,
-            CephError::Keyring { .. } => Kind::Keyring,
+            CephError::Keyring { .. } | CephError::KeyTypeUnsupported { .. } => Kind::Keyring,
             CephError::NoMonitors { .. } => Kind::NoMonitors,
             CephError::ConfUnreadable { .. } => Kind::ConfUnreadable,
             CephError::KernelModule { .. } => Kind::KernelModule,
@@ -283,7 +298,6 @@ impl CephError {
             | CephError::Busy { source, .. }
             | CephError::HasSnapshots { source, .. }
             | CephError::Refused { source, .. }
-            | CephError::PermissionDenied { source, .. }
             | CephError::Unreachable { source, .. }
             | CephError::TimedOut { source, .. }
             | CephError::NoSpace { source }
@@ -291,7 +305,9 @@ impl CephError {
             | CephError::ConfUnreadable { source, .. }
             | CephError::KernelModule { source, .. }
             | CephError::Failed { source } => Some(source),
-            CephError::Keyring { source, .. } => Some(source),
+            CephError::Keyring { source, .. }
+            | CephError::KeyTypeUnsupported { source, .. }
+            | CephError::PermissionDenied { source, .. } => Some(source),
             CephError::BadSetting { .. } | CephError::BadOutput { .. } => None,
         }
     }
@@ -304,7 +320,6 @@ impl CephError {
             | CephError::Busy { source, .. }
             | CephError::HasSnapshots { source, .. }
             | CephError::Refused { source, .. }
-            | CephError::PermissionDenied { source, .. }
             | CephError::Unreachable { source, .. }
             | CephError::TimedOut { source, .. }
             | CephError::NoSpace { source }
@@ -312,7 +327,9 @@ impl CephError {
             | CephError::ConfUnreadable { source, .. }
             | CephError::KernelModule { source, .. }
             | CephError::Failed { source } => Ok(source),
-            CephError::Keyring { source, .. } => Ok(*source),
+            CephError::Keyring { source, .. }
+            | CephError::KeyTypeUnsupported { source, .. }
+            | CephError::PermissionDenied { source, .. } => Ok(*source),
             other @ (CephError::BadSetting { .. } | CephError::BadOutput { .. }) => Err(other),
         }
     }

@@ -1,5 +1,6 @@
 //! The Ceph driver: everything that talks to Ceph or maps its images on this host.
 //!
+//! - [`cephx`]: cephx key types and the clients that read them (aes256k);
 //! - [`conn`]: how to reach a cluster ([`Conn`]) and the one way `rbd`/`ceph` are run;
 //! - [`error`]: what a failed call means ([`CephError`], [`Kind`]);
 //! - [`rbd`]: typed wrappers, one per `rbd`/`ceph` subcommand the driver uses;
@@ -10,6 +11,7 @@
 //! This layer knows images and snapshots, never SRs or volumes: it depends only on
 //! [`crate::process`].
 
+pub mod cephx;
 pub mod conn;
 pub mod error;
 pub mod krbd;

@@ -109,6 +109,7 @@ fn ceph_name(err: &CephError) -> &'static str {
         CephError::TimedOut { .. } => "Timed_out",
         CephError::NoSpace { .. } => "Ceph_no_space",
         CephError::Keyring { .. } => "Ceph_keyring_unusable",
+        CephError::KeyTypeUnsupported { .. } => "Ceph_key_type_unsupported",
         CephError::NoMonitors { .. } => "Ceph_no_monitors",
         CephError::ConfUnreadable { .. } => "Ceph_config_unreadable",
         CephError::KernelModule { .. } => "Kernel_module_missing",
