@@ -451,6 +451,24 @@ fn ceph_destroy_of_a_non_empty_sr_is_refused() {
     assert_eq!(t.ls().len(), 1, "nothing changed");
 }
 
+/// SR.destroy right after the last Volume.destroy (xe sr-destroy after deleting the VDIs):
+/// it waits for the background purges those destroys started on this host, which hold the
+/// trashed images open, instead of failing with "trash in use" (found by the demo).
+#[test]
+fn ceph_sr_destroy_right_after_the_volumes_waits_for_their_purge() {
+    let t = TestSr::create();
+    // 10 GiB without object-map: purging it deletes 2,560 objects, which takes seconds.
+    let v = t.create_volume("disk", 10 << 30);
+    let snap = t.call("Volume.snapshot", json!({"key": key(&v)})).ok();
+    let clone = t.call("Volume.clone", json!({"key": key(&snap)})).ok();
+    for volume in [&v, &snap, &clone] {
+        t.call("Volume.destroy", json!({"key": key(volume)})).ok();
+    }
+    t.call("SR.destroy", json!({})).ok();
+    let left = t.lab.rbd(&["namespace", "ls", "--format", "json", &t.lab.pool]);
+    assert!(!left.contains(&t.namespace), "the namespace is left: {left}");
+}
+
 /// With fast-diff, physical_utilisation is what the image really uses.
 #[test]
 fn ceph_usage_is_real_with_fast_diff() {

@@ -499,7 +499,7 @@ fn apply(host: &Host, sr: &SrUri, records: &Records, findings: &mut [Finding]) -
         .any(|f| f.repaired && matches!(f.problem, Problem::OrphanImage { .. } | Problem::Unreclaimed { .. }));
     let trash = findings.iter_mut().find(|f| matches!(f.problem, Problem::Trash { .. }));
     if trashed || trash.is_some() {
-        let purged = reclaim::purge_and_reclaim(sr, Instant::now() + reclaim::PURGE_LIMIT);
+        let purged = reclaim::purge_and_reclaim(host, sr, Instant::now() + reclaim::PURGE_LIMIT);
         if let Some(finding) = trash {
             finding.repaired = purged.is_ok();
         }

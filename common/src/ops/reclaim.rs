@@ -172,16 +172,39 @@ pub fn reclaim_image(sr: &SrUri, image: &str) -> Result<bool, OpError> {
 /// Deletes the data of the images in the SR's trash, and reclaims what their going frees
 /// (a hidden clone base or a destroyed parent kept while a clone was in the trash), over
 /// and over until nothing is left or the call's time runs out. What is left stays for the
-/// next purge. Returns how many rounds ran.
-pub fn purge_and_reclaim(sr: &SrUri, until: Instant) -> Result<usize, OpError> {
+/// next purge. One purge per SR and host at a time: this waits (until `until`) for the
+/// background purge ([`purge_later`]) to finish. Returns how many rounds ran.
+pub fn purge_and_reclaim(host: &Host, sr: &SrUri, until: Instant) -> Result<usize, OpError> {
+    let _held = lock_file(&purge_lock(host, sr), until.saturating_duration_since(Instant::now()), "the trash purge")?;
+    purge_rounds(sr, until)
+}
+
+/// The lock that keeps purges of an SR to one per host.
+fn purge_lock(host: &Host, sr: &SrUri) -> std::path::PathBuf {
+    host.run_dir.join(format!("purge-{}.lock", sr.uuid))
+}
+
+fn purge_rounds(sr: &SrUri, until: Instant) -> Result<usize, OpError> {
     let mut rounds = 0;
+    let mut pause = Duration::from_millis(500);
     while Instant::now() < until {
         rounds += 1;
         if !rbd::trash_ls(&sr.conn, &sr.pool, &sr.namespace)?.is_empty() {
             // The purge may take long (every object of an image without object-map): it
             // gets all the time left, not one command's limit.
             let purge = Conn { timeout: until.saturating_duration_since(Instant::now()), ..sr.conn.clone() };
-            rbd::trash_purge(&purge, &sr.pool, &sr.namespace)?;
+            match rbd::trash_purge(&purge, &sr.pool, &sr.namespace) {
+                Ok(()) => {}
+                // An image of the trash is open: another host's purge is removing it (or a
+                // stale client still watches it). Wait and look again.
+                Err(e) if e.kind() == Kind::Busy => {
+                    info!(sr = %sr.uuid, "trash in use, waiting: {}", chain(&e));
+                    std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let records = records::load(sr)?;
         reclaim_all(sr, &records)?;
@@ -223,11 +246,10 @@ pub fn purge_main(mut args: impl Iterator<Item = String>) -> std::process::ExitC
         return std::process::ExitCode::from(2);
     };
     let host = Host::from_env();
-    let lock = host.run_dir.join(format!("purge-{}.lock", sr.uuid));
-    let Ok(_held) = lock_file(&lock, Duration::ZERO, "the purge") else {
+    let Ok(_held) = lock_file(&purge_lock(&host, &sr), Duration::ZERO, "the trash purge") else {
         return std::process::ExitCode::SUCCESS;
     };
-    match purge_and_reclaim(&sr, Instant::now() + PURGE_LIMIT) {
+    match purge_rounds(&sr, Instant::now() + PURGE_LIMIT) {
         Ok(rounds) => {
             info!(sr = %sr.uuid, rounds, "trash purged");
             std::process::ExitCode::SUCCESS

@@ -175,7 +175,7 @@ pub fn destroy(host: &Host, sr: &SrUri) -> Result<(), OpError> {
     }
     let until = std::time::Instant::now() + sr.conn.timeout;
     reclaim::reclaim_all(sr, &records)?;
-    reclaim::purge_and_reclaim(sr, until)?;
+    reclaim::purge_and_reclaim(host, sr, until)?;
     let mut foreign = Vec::new();
     for image in rbd::ls(conn, &sr.pool, &sr.namespace)? {
         match Object::parse(&image) {
@@ -191,7 +191,7 @@ pub fn destroy(host: &Host, sr: &SrUri) -> Result<(), OpError> {
         return Err(in_use(sr, format!("images cephrbd did not create: {}", foreign.join(", "))));
     }
     // A namespace is removed only empty, trash included.
-    reclaim::purge_and_reclaim(sr, until)?;
+    reclaim::purge_and_reclaim(host, sr, until)?;
     let trash = rbd::trash_ls(conn, &sr.pool, &sr.namespace)?;
     if !trash.is_empty() {
         return Err(in_use(
