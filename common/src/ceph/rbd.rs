@@ -406,8 +406,23 @@ pub fn watchers(conn: &Conn, spec: &str) -> Result<Vec<Watcher>, CephError> {
 }
 
 /// `ceph osd blocklist add <address> <seconds>`: the OSDs refuse that client from now on.
+/// Clusters before 16.2 (Nautilus, Octopus) name the command `osd blacklist`: the `ceph`
+/// tool takes its command table from the monitors, and answers an unknown command with
+/// [`UNKNOWN_COMMAND`]; then the old name is used (docs/ceph-versions.md §3).
 pub fn blocklist_add(conn: &Conn, address: &str, seconds: u32) -> Result<(), CephError> {
-    conn.ceph(&format!("client {address}"), &["osd", "blocklist", "add", address, &seconds.to_string()]).map(drop)
+    let what = format!("client {address}");
+    let seconds = seconds.to_string();
+    match conn.ceph(&what, &["osd", "blocklist", "add", address, &seconds]) {
+        Err(e) if is_unknown_command(&e) => conn.ceph(&what, &["osd", "blacklist", "add", address, &seconds]).map(drop),
+        other => other.map(drop),
+    }
+}
+
+/// What the `ceph` tool prints for a command the monitors do not know.
+pub const UNKNOWN_COMMAND: &str = "no valid command found";
+
+fn is_unknown_command(err: &CephError) -> bool {
+    err.command().is_some_and(|c| c.stderr().contains(UNKNOWN_COMMAND))
 }
 
 /// `rbd trash mv <spec>`: the image leaves the namespace at once (O(1) whatever its size);
