@@ -259,21 +259,28 @@ fn ceph_repair_beside_live_calls_never_removes_what_they_record() {
 
 /// A volume over 2 TiB without object-map (what XCP-ng's kernel maps) is destroyed within
 /// seconds (its image goes to the trash; its objects are deleted in the background), and a
-/// destroy repeated after that succeeds.
+/// destroy repeated after that succeeds. The smallest such volume (2 TiB and one sector, a
+/// LARGE_VDI): the background purge visits its 524,289 objects, 95 s on this machine under
+/// load, and the test waits for it so that its load does not spill into later tests.
 #[test]
 fn ceph_a_large_volume_is_destroyed_in_bounded_time_and_destroy_is_idempotent() {
     let t = TestSr::create();
-    let size: i64 = (4 << 40) + 512;
+    let size: i64 = (2 << 40) + 512;
     let v = key(&t.create_volume("large", size));
     let started = Instant::now();
     t.call("Volume.destroy", json!({"key": v})).ok();
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(5), "destroy of a 4 TiB volume took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "destroy of a 2 TiB volume took {elapsed:?}");
     assert!(t.ls().is_empty());
     t.call("Volume.destroy", json!({"key": v})).ok();
-    let purged = wait_until(Duration::from_secs(300), || t.trash().is_empty());
-    eprintln!("destroy: 4 TiB volume in {:.2} s; trash purged in the background: {purged}", elapsed.as_secs_f64());
-    assert!(purged, "the background purge did not empty the trash in 5 minutes");
+    let purge = Instant::now();
+    let purged = wait_until(Duration::from_secs(600), || t.trash().is_empty());
+    eprintln!(
+        "destroy: 2 TiB volume in {:.2} s; trash purged in the background {:.0} s later: {purged}",
+        elapsed.as_secs_f64(),
+        purge.elapsed().as_secs_f64()
+    );
+    assert!(purged, "the background purge did not empty the trash in 10 minutes");
 }
 
 /// `Volume.resize` racing `Volume.destroy` never brings the destroyed volume back, and

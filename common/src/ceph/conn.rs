@@ -143,6 +143,15 @@ impl Conn {
         self.run(&program, what, args)
     }
 
+    /// Runs `rbd <prefix> <args>` that may rightly take longer than one call (a trash
+    /// purge: every object of an image without object-map), killed after `limit` instead of
+    /// the connection's limit. Each Ceph request it makes keeps the connection's limit
+    /// (`--rados-osd-op-timeout`…), so a cluster that stops answering still ends it.
+    pub fn rbd_long(&self, what: &str, args: &[&str], limit: Duration) -> Result<Output, CephError> {
+        let program = rbd_program().map_err(|source| CephError::Failed { source })?;
+        self.run_limited(&program, what, args, limit)
+    }
+
     /// Runs `rados <prefix> <args>`; `what` names the object for error messages.
     pub fn rados(&self, what: &str, args: &[&str]) -> Result<Output, CephError> {
         let program = rados_program().map_err(|source| CephError::Failed { source })?;
@@ -265,11 +274,15 @@ impl Conn {
     }
 
     fn run(&self, program: &Program, what: &str, args: &[&str]) -> Result<Output, CephError> {
+        self.run_limited(program, what, args, self.timeout)
+    }
+
+    fn run_limited(&self, program: &Program, what: &str, args: &[&str], limit: Duration) -> Result<Output, CephError> {
         if let Some((name, value, reason)) = self.problem() {
             return Err(CephError::BadSetting { name, value, reason });
         }
         self.learn_secrets();
-        Cmd::new(program, self.timeout)
+        Cmd::new(program, limit)
             .args(self.prefix())
             .args(args)
             .run()

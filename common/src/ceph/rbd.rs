@@ -450,11 +450,13 @@ pub fn trash_ls(conn: &Conn, pool: &str, namespace: &str) -> Result<Vec<TrashEnt
 }
 
 /// `rbd trash purge`: deletes the data of every image in a namespace's trash. Slow for large
-/// images without object-map (every object is visited); killed at its time limit it can
+/// images without object-map (every object is visited), so it gets a limit of its own
+/// (`limit`) while each of its requests keeps the connection's; killed at its limit it can
 /// simply be run again: what is left stays in the trash.
-pub fn trash_purge(conn: &Conn, pool: &str, namespace: &str) -> Result<(), CephError> {
+pub fn trash_purge(conn: &Conn, pool: &str, namespace: &str, limit: Duration) -> Result<(), CephError> {
     let what = format!("trash of {pool}/{namespace}");
-    run(conn, &what, &["trash", "purge", "--no-progress", "--pool", pool, "--namespace", namespace])
+    let args = ["trash", "purge", "--no-progress", "--pool", pool, "--namespace", namespace];
+    conn.rbd_long(&what, &args, limit).map(drop)
 }
 
 /// One lock of an image, as `rbd lock ls` shows them: the managed exclusive lock of the

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::ceph::rbd;
-use crate::ceph::{Conn, Kind};
+use crate::ceph::Kind;
 use crate::error::{chain, OpError};
 use crate::host::lock::lock_file;
 use crate::host::Host;
@@ -191,9 +191,8 @@ fn purge_rounds(sr: &SrUri, until: Instant) -> Result<usize, OpError> {
         rounds += 1;
         if !rbd::trash_ls(&sr.conn, &sr.pool, &sr.namespace)?.is_empty() {
             // The purge may take long (every object of an image without object-map): it
-            // gets all the time left, not one command's limit.
-            let purge = Conn { timeout: until.saturating_duration_since(Instant::now()), ..sr.conn.clone() };
-            match rbd::trash_purge(&purge, &sr.pool, &sr.namespace) {
+            // gets all the time left, not one command's limit (each request keeps that).
+            match rbd::trash_purge(&sr.conn, &sr.pool, &sr.namespace, until.saturating_duration_since(Instant::now())) {
                 Ok(()) => {}
                 // An image of the trash is open: another host's purge is removing it (or a
                 // stale client still watches it). Wait and look again.
