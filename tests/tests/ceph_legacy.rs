@@ -342,6 +342,19 @@ fn ceph_legacy_vdi_update_writes_name_and_description_to_ceph() {
     assert_eq!(host.run(&r.vdi("vdi_update", &[], &disk, true)).ok(), Value::Nil);
     let v = stat_in_ceph(&host, &disk.location);
     assert_eq!((v.name.as_str(), v.description.as_str()), ("after \u{e9}t\u{e9}", "the system disk"));
+    // Whatever XML can carry comes back exactly: quotes, backslashes, tab and line breaks,
+    // what looks like an option or one of our records, bidi controls, the empty string.
+    for (name, description) in [
+        ("--help", "x\",\"v.00000000-0000-0000-0000-000000000000\":\"={}"),
+        ("tab\there\nline\r\n", "back\\slash 'quote' <tag> &amp;"),
+        ("\u{202e}\u{1f600}%41%zz", ""),
+    ] {
+        host.server.set_vdi_field(&disk.vdi_ref, "name_label", name);
+        host.server.set_vdi_field(&disk.vdi_ref, "name_description", description);
+        assert_eq!(host.run(&r.vdi("vdi_update", &[], &disk, true)).ok(), Value::Nil);
+        let v = stat_in_ceph(&host, &disk.location);
+        assert_eq!((v.name.as_str(), v.description.as_str()), (name, description));
+    }
     assert_eq!(host.run(&r.vdi("vdi_delete", &[], &disk, true)).ok(), Value::Nil);
     host.server.destroy_record(&disk.vdi_ref);
     assert_eq!(host.run(&r.sr("sr_delete", &[], true)).ok(), Value::Nil);

@@ -231,9 +231,13 @@ fn ceph_faults_give_errors_within_the_limit_and_recovery_works() {
     let _ = std::fs::remove_dir_all(run);
 }
 
+/// What one load client did: the shared keys it wrote, the volumes it left alive, rounds.
+type Client = (BTreeSet<String>, Vec<String>, usize);
+
 /// 16 clients at once for a while (60 s by default, `CEPHRBD_LOAD_SECONDS`), each mixing
-/// every volume operation and attach/detach on one SR and one host: no lost key, no
-/// double map, no leaked image.
+/// every volume operation, destroys included, and attach/detach on one SR and one host,
+/// while an operator runs `volume --check --repair` over and over: no lost key, no lost
+/// volume, no double map, no leaked image.
 #[test]
 fn ceph_sixteen_parallel_clients_lose_nothing() {
     let seconds: u64 = std::env::var("CEPHRBD_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
@@ -241,7 +245,18 @@ fn ceph_sixteen_parallel_clients_lose_nothing() {
     let run = scratch_dir("load");
     let shared = key(&t.create_volume("shared", 4096));
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let results: Vec<(BTreeSet<String>, usize, usize)> = std::thread::scope(|s| {
+    let (results, repairs): (Vec<Client>, (usize, usize)) = std::thread::scope(|s| {
+        let repairer = s.spawn(|| {
+            let sr = SrUri::parse(&t.sr).expect("sr");
+            let (mut rounds, mut repaired) = (0, 0);
+            while Instant::now() < deadline {
+                let grace = check::default_grace(&sr);
+                let findings = check::check(&Host::from_env(), &sr, true, grace).expect("repair");
+                repaired += findings.iter().filter(|f| f.repaired).count();
+                rounds += 1;
+            }
+            (rounds, repaired)
+        });
         let handles: Vec<_> = (0..16)
             .map(|w| {
                 let (t, shared, run) = (&t, shared.clone(), run.clone());
@@ -287,12 +302,12 @@ fn ceph_sixteen_parallel_clients_lose_nothing() {
                         }
                         ops += 1;
                     }
-                    let count = alive.len();
-                    (shared_keys, ops, count)
+                    (shared_keys, alive, ops)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("client")).collect()
+        let results = handles.into_iter().map(|h| h.join().expect("client")).collect();
+        (results, repairer.join().expect("repairer"))
     });
     let listed = t.ls();
     let shared_now = &listed.iter().find(|v| key(v) == shared).expect("shared")["keys"];
@@ -300,12 +315,22 @@ fn ceph_sixteen_parallel_clients_lose_nothing() {
     for k in &written {
         assert_eq!(shared_now[k], "x", "key {k} was lost");
     }
-    let ops: usize = results.iter().map(|(_, o, _)| *o).sum();
+    let alive: Vec<&String> = results.iter().flat_map(|(_, a, _)| a).collect();
+    for k in &alive {
+        assert!(listed.iter().any(|v| key(v) == **k), "volume {k} was lost (the repair ran {} times)", repairs.0);
+    }
+    let ops: usize = results.iter().map(|(_, _, o)| *o).sum();
     let daemons = std::fs::read_dir(run.join("dp"))
         .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".pid")).count())
         .unwrap_or(0);
     assert_eq!(daemons, 0, "daemons left running");
     assert_consistent(&t.sr, "after the load");
-    eprintln!("load: 16 clients, {seconds} s, {ops} rounds ({} shared keys written, all present), {} volumes listed, no daemon left", written.len(), listed.len());
+    eprintln!(
+        "load: 16 clients, {seconds} s, {ops} rounds ({} shared keys written, all present), {} volumes listed, no daemon left; beside them {} check --repair rounds repaired {} findings",
+        written.len(),
+        listed.len(),
+        repairs.0,
+        repairs.1
+    );
     let _ = std::fs::remove_dir_all(run);
 }
