@@ -334,6 +334,18 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
+    /// An SR string of pool `rbd`, namespace `n`, policy `auto`.
+    fn sr_uri() -> SrUri {
+        SrUri {
+            pool: "rbd".to_owned(),
+            namespace: "n".to_owned(),
+            uuid: Uuid::new_v4(),
+            conn: conn(),
+            features: vec!["layering".to_owned()],
+            datapath: Datapath::Auto,
+        }
+    }
+
     fn conn() -> Conn {
         Conn {
             conf: PathBuf::from("/etc/ceph/my ceph.conf"),
@@ -347,14 +359,7 @@ mod tests {
     /// SR strings and volume URIs made before the datapath policy keep working.
     #[test]
     fn strings_made_before_the_policy_still_parse() {
-        let sr = SrUri {
-            pool: "rbd".to_owned(),
-            namespace: "n".to_owned(),
-            uuid: Uuid::new_v4(),
-            conn: conn(),
-            features: vec!["layering".to_owned()],
-            datapath: Datapath::Auto,
-        };
+        let sr = sr_uri();
         let old = |list: &str| SrUri::parse(&sr.render().replace("datapath=auto", &format!("datapath={list}")));
         assert_eq!(old("cephrbd%2Bkrbd%2Ccephrbd%2Bqsd").map(|s| s.datapath), Ok(Datapath::Auto));
         assert_eq!(old("cephrbd%2Bqsd%2Ccephrbd%2Bkrbd").map(|s| s.datapath), Ok(Datapath::Qsd));
@@ -456,14 +461,7 @@ mod tests {
         {
             assert!(SrUri::parse(text).is_err(), "{text}");
         }
-        let good = SrUri {
-            pool: "rbd".to_owned(),
-            namespace: "n".to_owned(),
-            uuid: Uuid::new_v4(),
-            conn: conn(),
-            features: vec!["layering".to_owned()],
-            datapath: Datapath::Auto,
-        };
+        let good = sr_uri();
         for forged in [
             SrUri { pool: "a@b".to_owned(), ..good.clone() },
             SrUri { namespace: "--conf".to_owned(), ..good.clone() },
