@@ -71,7 +71,7 @@ impl Object {
     /// Parses an image or snapshot name; `None` for names that are not ours.
     ///
     /// ```
-    /// use common::names::Object;
+    /// use common::layout::names::Object;
     /// let u = uuid::Uuid::new_v4();
     /// assert_eq!(Object::parse(&Object::Image(u).to_string()), Some(Object::Image(u)));
     /// assert_eq!(Object::parse("someone-elses-image"), None);

@@ -55,7 +55,7 @@ impl Program {
     /// Finds `name` in [`SEARCH_PATH`].
     ///
     /// ```
-    /// let sh = common::runner::Program::resolve("sh").unwrap();
+    /// let sh = common::process::runner::Program::resolve("sh").unwrap();
     /// assert!(sh.path().is_absolute());
     /// ```
     pub fn resolve(name: &'static str) -> Result<Program, CommandError> {
@@ -183,11 +183,11 @@ pub struct Output {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use common::runner::{Cmd, Program};
+/// use common::process::runner::{Cmd, Program};
 /// let rbd = Program::resolve("rbd")?;
 /// let out = Cmd::new(&rbd, Duration::from_secs(30)).args(["ls", "--format", "json", "rbd"]).run()?;
 /// println!("{}", String::from_utf8_lossy(&out.stdout));
-/// # Ok::<(), common::runner::CommandError>(())
+/// # Ok::<(), common::process::runner::CommandError>(())
 /// ```
 #[derive(Debug)]
 pub struct Cmd<'a> {
@@ -432,7 +432,7 @@ fn tidy_stderr(raw: &[u8]) -> String {
 /// ```
 /// use std::ffi::OsString;
 /// let args: Vec<OsString> = ["--key", "AQBs", "driver=rbd,key=AQBs,pool=p", "--id", "admin"].iter().map(OsString::from).collect();
-/// assert_eq!(common::runner::redact(&args), ["--key", "<redacted>", "driver=rbd,key=<redacted>,pool=p", "--id", "admin"]);
+/// assert_eq!(common::process::runner::redact(&args), ["--key", "<redacted>", "driver=rbd,key=<redacted>,pool=p", "--id", "admin"]);
 /// ```
 pub fn redact(args: &[OsString]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());

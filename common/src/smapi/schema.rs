@@ -329,7 +329,7 @@ impl Schemas {
 /// breaks a valid schema.
 ///
 /// ```
-/// use common::schema::{validate, Part};
+/// use common::smapi::schema::{validate, Part};
 /// use serde_json::json;
 /// let bad = json!({"dbg": "x", "sr": "s", "name": "n", "description": "", "size": 1.5, "sharable": false});
 /// let violation = validate("Volume.create", Part::Args, &bad).unwrap().unwrap_err();
