@@ -493,6 +493,7 @@ fn datapath(lab: &Lab, table: &mut String) -> f64 {
         snap: None,
         volume,
         conn: lab.conn(Duration::from_secs(30)),
+        data_destroyed: false,
     }
     .render();
     let run = scratch_dir("bench-fio");
