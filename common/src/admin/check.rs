@@ -128,7 +128,7 @@ impl Problem {
             Problem::OrphanSnapshot { snapshot, .. } => format!("snapshot {snapshot}"),
             Problem::StaleMark { what } | Problem::Unreclaimed { what } => format!("mark {what}"),
             Problem::OrphanKeys { volume, .. } => format!("keys {volume}"),
-            Problem::OrphanedAnchor { volume, .. } => format!("volume {volume}"),
+            Problem::OrphanedAnchor { volume, .. } => format!("anchor {volume}"),
             Problem::LegacyKeys { .. } => "legacy keys".to_owned(),
             Problem::Trash { .. } => "trash".to_owned(),
             Problem::HostLeftover(leftover) => format!("host {leftover}"),

@@ -18,7 +18,7 @@
 //! Ceph commands per call, on success:
 //! - `enable_cbt`, `disable_cbt`, `data_destroy`: 1 `image-meta list`, then 1 `image-meta
 //!   set` with 2 `image-meta get` in parallel (the SR and the volume still exist);
-//!   `disable_cbt` then destroys each anchor of the image (see [`super::volume::destroy`]);
+//!   `disable_cbt` then destroys each anchor of the image ([`super::volume::destroy`]);
 //! - `list_changed_blocks`: 1 `image-meta list` + 1 `rbd diff` (2 when the older volume is
 //!   passed second: librbd refuses, and the diff is run the other way round).
 
@@ -38,7 +38,7 @@ use crate::smapi::wire::{int64, ChangedBlocks};
 /// `Volume.enable_cbt`: snapshots of the volume taken from now on are changed-block
 /// anchors. Idempotent. Refused for snapshots (xapi enables CBT on disks only).
 pub fn enable(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
-    set_tracking(host, sr, key, true, "enable_cbt")
+    set_tracking(host, sr, key, true, "enable_cbt").map(drop)
 }
 
 /// `Volume.disable_cbt`: snapshots taken from now on are plain snapshots, and the anchors
@@ -46,9 +46,9 @@ pub fn enable(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
 /// destroyed. Idempotent: run again after a failure, it finishes dropping the anchors.
 /// Snapshots that still hold data are kept, with their own flag.
 pub fn disable(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
-    set_tracking(host, sr, key, false, "disable_cbt")?;
-    let records = records::load(sr)?;
+    let records = set_tracking(host, sr, key, false, "disable_cbt")?;
     let Some(view) = records.volume(volume_uuid(key)?) else { return Ok(()) };
+    // The anchors as read before the flag was written: the write changes none of them.
     let anchors: Vec<Uuid> = records
         .volumes()
         .filter(|v| v.record.image == view.record.image && v.record.data_destroyed)
@@ -61,7 +61,8 @@ pub fn disable(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
     Ok(())
 }
 
-fn set_tracking(host: &Host, sr: &SrUri, key: &str, on: bool, action: &'static str) -> Result<(), OpError> {
+/// Writes the CBT flag of writable volume `key`; returns the records read before.
+fn set_tracking(host: &Host, sr: &SrUri, key: &str, on: bool, action: &'static str) -> Result<Records, OpError> {
     let records = records::load(sr)?;
     let view = find(&records, key)?;
     if view.record.snap.is_some() {
@@ -71,7 +72,7 @@ fn set_tracking(host: &Host, sr: &SrUri, key: &str, on: bool, action: &'static s
     // that a resize rewrote, and the call then also repairs what a crash left.
     write_fields(host, sr, key, &[MetaKey::VolumeCbt(view.uuid)], Some(flag_text(on)))?;
     info!(volume = %view.uuid, cbt = on, "changed block tracking set");
-    Ok(())
+    Ok(records)
 }
 
 /// `Volume.data_destroy`: the snapshot volume `key` keeps only what a later
