@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::bitmap::{self, Window, GRANULARITY};
 use super::volume::{self, find, volume_uuid, write_fields};
-use crate::ceph::{rbd, Kind};
+use crate::ceph::{rbd, Conn, Kind};
 use crate::error::OpError;
 use crate::host::Host;
 use crate::layout::names::MetaKey;
@@ -102,7 +102,8 @@ pub fn data_destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
 /// in time (snapshots of one image, or one of them the disk itself), in either order;
 /// otherwise [`OpError::Unrelated`]. Computed by `rbd diff` from RADOS metadata, never by
 /// reading data: with fast-diff at object granularity (fast whatever the size), without it
-/// at extent granularity (one RADOS request per object of the image).
+/// at extent granularity (one RADOS request per object of the image, hence a time limit
+/// that grows with the size: [`DIFF_BYTES_PER_LIMIT`]).
 pub fn list_changed_blocks(
     sr: &SrUri,
     key: &str,
@@ -112,15 +113,35 @@ pub fn list_changed_blocks(
 ) -> Result<ChangedBlocks, OpError> {
     let records = records::load(sr)?;
     let (from, to) = (&find(&records, key)?.record, &find(&records, key2)?.record);
-    let window = Window::of(from.size.max(to.size), offset, length)?;
-    let changes = changed_extents(sr, key, from, key2, to)?;
+    let size = from.size.max(to.size);
+    let window = Window::of(size, offset, length)?;
+    let changes = changed_extents(sr, &diff_conn(&sr.conn, size), key, from, key2, to)?;
     let map = bitmap::bitmap(window, changes.iter().map(|e| (e.offset, e.length)));
     Ok(ChangedBlocks { granularity: int64(GRANULARITY), bitmap: bitmap::base64(&map) })
+}
+
+/// Bytes of volume per time limit the diff is given: without fast-diff (or with an invalid
+/// object map) librbd visits every object of the image, measured at 14 ms per GiB on the
+/// loaded 2-CPU test machine (BENCHMARKS.md), so 512 GiB take about a quarter of the
+/// default 30 s.
+pub const DIFF_BYTES_PER_LIMIT: u64 = 512 << 30;
+/// The most time limits a diff is given, whatever the size.
+pub const DIFF_MAX_LIMITS: u32 = 8;
+
+/// The connection for the diff of a volume of `size` bytes: one time limit per
+/// [`DIFF_BYTES_PER_LIMIT`], at least one, at most [`DIFF_MAX_LIMITS`] (a 2 TiB volume
+/// gets four: 120 s at the default limit). The diff only reads; a larger bound costs
+/// nothing but the wait on a stalled cluster, where the records read before it has already
+/// answered within one limit.
+fn diff_conn(conn: &Conn, size: u64) -> Conn {
+    let limits = u32::try_from(size.div_ceil(DIFF_BYTES_PER_LIMIT)).unwrap_or(u32::MAX).clamp(1, DIFF_MAX_LIMITS);
+    Conn { timeout: conn.timeout.saturating_mul(limits), ..conn.clone() }
 }
 
 /// The extents that may differ between two volumes of one image.
 fn changed_extents(
     sr: &SrUri,
+    conn: &Conn,
     key: &str,
     from: &VolumeRecord,
     key2: &str,
@@ -140,12 +161,12 @@ fn changed_extents(
         (Some(a), None) => (a.clone(), to.leaf()),
         (None, Some(b)) => (b.clone(), from.leaf()),
     };
-    match rbd::diff(&sr.conn, &older, &sr.spec(&newer), whole_object) {
+    match rbd::diff(conn, &older, &sr.spec(&newer), whole_object) {
         // Two snapshots passed newest first: librbd refuses (EINVAL); the changes between
         // two points in time are the same either way round.
         Err(e) if e.kind() == Kind::Invalid && from.snap.is_some() && to.snap.is_some() => {
             let (a, b) = (to.snap.clone().unwrap_or_default(), from.leaf());
-            Ok(rbd::diff(&sr.conn, &a, &sr.spec(&b), whole_object)?)
+            Ok(rbd::diff(conn, &a, &sr.spec(&b), whole_object)?)
         }
         other => Ok(other?),
     }
@@ -198,6 +219,20 @@ mod tests {
             .map(|(u, r)| (MetaKey::Volume(*u).to_string(), encode(&serde_json::to_string(r).expect("json"))))
             .collect();
         Records::parse(&raw)
+    }
+
+    #[test]
+    fn the_diff_gets_one_time_limit_per_512_gib() {
+        let conn = Conn {
+            conf: "/etc/ceph/ceph.conf".into(),
+            id: "admin".to_owned(),
+            keyring: None,
+            mon_host: None,
+            timeout: std::time::Duration::from_secs(30),
+        };
+        let secs = |size: u64| diff_conn(&conn, size).timeout.as_secs();
+        assert_eq!([secs(0), secs(1 << 30), secs(512 << 30), secs((512 << 30) + 1)], [30, 30, 30, 60]);
+        assert_eq!([secs(2 << 40), secs(1 << 50)], [120, 240]);
     }
 
     #[test]
