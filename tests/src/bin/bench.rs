@@ -715,7 +715,7 @@ fn cbt() -> String {
          snapshot S1, 64 other extents, snapshot S2. Ours is `Volume.list_changed_blocks(S1, S2)` as xapi runs it \
          (one process, records read, `rbd diff`, the bitmap built and encoded); its floor is the one `rbd diff \
          --from-snap` it runs (with `--whole-object` when the images have fast-diff, and 128 requests in flight, \
-         as ours does), run from the bench, interleaved with ours. The SR's time limit is the default, 30 s. Load average when the section \
+         as ours does), run from the bench, interleaved with ours. The SR's time limit is the default, 30 s (the diff gets one per 512 GiB). Load average when the section \
          started: {load} (2 CPUs shared with other work); the section took {:.0} s.\n\n{table}{notes}\n{CBT_WHY}",
         started.elapsed().as_secs_f64(),
     )
