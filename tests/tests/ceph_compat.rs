@@ -239,7 +239,7 @@ fn ceph_compat_changed_blocks() {
         let lab = Lab::get();
         let plugin = Plugin::of(Kind::Volume, &compat_bin_dir()).inside(&c, &[&lab.dir]);
         let t = TestSr::through(plugin, lab, |config| config["image_features"] = json!(features));
-        let disk = t.create_volume("cbt", 8 * MIB);
+        let disk = t.create_volume("cbt", 16 * MIB);
         t.call("Volume.enable_cbt", json!({"key": disk["key"]})).ok();
         let s1 = t.call("Volume.snapshot", json!({"key": disk["key"]})).ok();
         assert_eq!(s1["cbt_enabled"], json!(true));
@@ -267,11 +267,11 @@ fn ceph_compat_changed_blocks() {
                 )
                 .ok();
             let map = common::ops::bitmap::unbase64(out["bitmap"].as_str().expect("bitmap")).expect("base64");
-            assert_eq!(map.len(), 16, "{features}: 8 MiB is 128 bits");
+            assert_eq!(map.len(), 32, "{features}: 16 MiB is 256 bits");
             for block in [0, 80] {
                 assert!(common::ops::bitmap::is_set(&map, block), "{features}: block {block} not flagged: {map:?}");
             }
-            assert!(!common::ops::bitmap::is_set(&map, 127), "{features}: the last object was not written");
+            assert!(!common::ops::bitmap::is_set(&map, 255), "{features}: the last object was not written");
         }
         t.call("Volume.data_destroy", json!({"key": s1["key"]})).ok();
         for v in [&s2, &s1, &disk] {
