@@ -221,8 +221,13 @@ fn ceph_compat_legacy_snapshot_path() {
     }
     assert_eq!(run(&req.sr("sr_scan", &[], true)).ok(), Xml::Nil);
     assert_eq!(server.vdi_count(), 0);
-    let images = lab.rbd(&["ls", "--format", "json", "--pool", &lab.pool, "--namespace", &namespace]);
-    assert_eq!(serde_json::from_str::<Vec<String>>(&images).expect("json"), ["cephrbd-sr"], "all storage reclaimed");
+    // Reclaimed by the background purge the deletes start (the same race as above).
+    let images = || -> Vec<String> {
+        let listed = lab.rbd(&["ls", "--format", "json", "--pool", &lab.pool, "--namespace", &namespace]);
+        serde_json::from_str(&listed).expect("json")
+    };
+    let reclaimed = cephrbd_tests::wait_until(std::time::Duration::from_secs(60), || images() == ["cephrbd-sr"]);
+    assert!(reclaimed, "all storage reclaimed: {:?}", images());
     let deleted = run(&req.sr("sr_delete", &[], true));
     if deleted.stdout.contains("<fault>") {
         // Who holds the header open, for the report (seen once under heavy load: a watcher).
