@@ -756,7 +756,7 @@ fn splice_cbt(report: &str, section: &str) -> String {
             format!("{}{section}\n{}", &report[..start], &report[end..])
         }
         None => match report.rfind("\nWhole run:") {
-            Some(at) => format!("{}\n{section}{}", &report[..=at], &report[at + 1..]),
+            Some(at) => format!("{}{section}\n{}", &report[..=at], &report[at + 1..]),
             None => format!("{report}\n{section}"),
         },
     }
@@ -850,4 +850,18 @@ fn main() {
     );
     std::fs::write(&path, &report).expect("write BENCHMARKS.md");
     print!("{report}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cbt_section_is_added_once_then_replaced() {
+        let report = "# cephrbd benchmarks\n\n## Userspace datapath\n\n| a |\n\nWhole run: 300 s.\n";
+        let first = splice_cbt(report, &format!("{CBT_HEADING}\n\nfirst\n"));
+        assert_eq!(first, format!("# cephrbd benchmarks\n\n## Userspace datapath\n\n| a |\n\n{CBT_HEADING}\n\nfirst\n\nWhole run: 300 s.\n"));
+        let second = splice_cbt(&first, &format!("{CBT_HEADING}\n\nsecond\n"));
+        assert_eq!(second, first.replace("first", "second"));
+    }
 }
