@@ -224,6 +224,48 @@ pub enum OpError {
         /// What was refused.
         action: &'static str,
     },
+    /// An operation on a snapshot's data (attach, clone) of a snapshot whose data was
+    /// destroyed (`Volume.data_destroy`): only its changed-block anchor is left.
+    #[error(
+        "volume {key} holds only changed-block tracking metadata (its data was destroyed by data_destroy): \
+         {action} is not possible"
+    )]
+    DataDestroyed {
+        /// The key.
+        key: String,
+        /// What was refused.
+        action: &'static str,
+    },
+    /// An operation that needs a snapshot volume was given a writable one.
+    #[error("volume {key} is not a snapshot: {action} is only possible on a snapshot")]
+    NotSnapshot {
+        /// The key.
+        key: String,
+        /// What was refused.
+        action: &'static str,
+    },
+    /// `Volume.data_destroy` of a snapshot taken while changed block tracking was off: its
+    /// data would be lost with nothing to keep.
+    #[error(
+        "volume {key} was not taken with changed block tracking enabled: destroying its data would keep \
+         nothing a later list_changed_blocks could use (enable_cbt on its disk before the snapshot)"
+    )]
+    NoCbtMetadata {
+        /// The key.
+        key: String,
+    },
+    /// `Volume.list_changed_blocks` between volumes that are not the same disk at two
+    /// points in time (not the same RBD image).
+    #[error(
+        "volumes {key} and {key2} share no history (they are not snapshots of the same disk): \
+         no changed-block list exists between them"
+    )]
+    Unrelated {
+        /// The first volume.
+        key: String,
+        /// The second volume.
+        key2: String,
+    },
     /// A resize that would shrink the volume.
     #[error("volume {key} is {current} bytes: shrinking it to {requested} bytes is refused")]
     Shrink {

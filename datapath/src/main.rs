@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use common::admin::plugin;
 use common::host::Host;
 use common::layout::uri::VolumeUri;
-use common::ops::datapath;
+use common::ops::{cbt, datapath};
 use common::smapi::exec::{self, reply, typed, Executable, Operation};
 use common::smapi::wire::Backend;
 use common::OpError;
@@ -59,16 +59,24 @@ struct CloseArgs {
     uri: String,
 }
 
+/// The URI of a volume that can be attached: a snapshot whose data was destroyed
+/// (`Volume.data_destroy`) is refused with a clear error.
+fn attachable(text: &str) -> Result<VolumeUri, OpError> {
+    let uri = VolumeUri::parse(text)?;
+    cbt::attachable(&uri)?;
+    Ok(uri)
+}
+
 fn attach(a: UriDomain) -> Result<Backend, OpError> {
-    datapath::attach(&Host::from_env(), &VolumeUri::parse(&a.uri)?, &a.domain)
+    datapath::attach(&Host::from_env(), &attachable(&a.uri)?, &a.domain)
 }
 
 fn activate(a: UriDomain) -> Result<(), OpError> {
-    datapath::activate(&Host::from_env(), &VolumeUri::parse(&a.uri)?, &a.domain, false)
+    datapath::activate(&Host::from_env(), &attachable(&a.uri)?, &a.domain, false)
 }
 
 fn activate_readonly(a: UriDomain) -> Result<(), OpError> {
-    datapath::activate(&Host::from_env(), &VolumeUri::parse(&a.uri)?, &a.domain, true)
+    datapath::activate(&Host::from_env(), &attachable(&a.uri)?, &a.domain, true)
 }
 
 fn deactivate(a: UriDomain) -> Result<(), OpError> {
@@ -81,7 +89,7 @@ fn detach(a: UriDomain) -> Result<(), OpError> {
 }
 
 fn open(a: OpenArgs) -> Result<(), OpError> {
-    VolumeUri::parse(&a.uri)?;
+    attachable(&a.uri)?;
     datapath::open(a.persistent)
 }
 

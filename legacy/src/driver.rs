@@ -25,7 +25,7 @@ use common::host::lock::{lock_file, LockFile};
 use common::host::Host;
 use common::layout::names::parse_uuid;
 use common::layout::uri::{SrUri, VolumeUri};
-use common::ops::{datapath, sr, volume};
+use common::ops::{cbt, datapath, sr, volume};
 use common::smapi::wire::{Implementation, Volume};
 use common::OpError;
 
@@ -54,6 +54,9 @@ pub const CAPABILITIES: &[&str] = &[
     "VDI_RESIZE",
     "VDI_UPDATE",
     "VDI_INTRODUCE",
+    // vdi_enable_cbt, vdi_disable_cbt, vdi_data_destroy, vdi_list_changed_blocks
+    // (docs/cbt.md): RBD snapshots are the anchors, `rbd diff` the changed blocks.
+    "VDI_CONFIG_CBT",
     "THIN_PROVISIONING",
     // VDIs over 2 TiB: destroy moves the image to the RBD trash in constant time and the
     // trash is purged in the background, so a destroy of any size fits the time limit.
@@ -272,6 +275,7 @@ fn dispatch(req: &Request) -> Result<Value, Fault> {
         "vdi_attach" => vdi_attach(req),
         "vdi_activate" => {
             let uri = volume_uri(req)?;
+            cbt::attachable(&uri).map_err(|e| Fault::of(46, &e))?;
             let read_only = req.arg(0)? == "false";
             datapath::activate(&Host::from_env(), &uri, DOMAIN, read_only).map_err(|e| Fault::of(46, &e))?;
             Ok(Value::Nil)
@@ -287,6 +291,18 @@ fn dispatch(req: &Request) -> Result<Value, Fault> {
             }
             Ok(Value::Nil)
         }
+        "vdi_enable_cbt" | "vdi_disable_cbt" | "vdi_data_destroy" => {
+            let sr = req.sr()?;
+            let key = req.need(&req.vdi_location, "vdi_location")?;
+            let host = Host::from_env();
+            match req.command.as_str() {
+                "vdi_enable_cbt" => cbt::enable(&host, &sr, key).map_err(|e| Fault::of(457, &e))?,
+                "vdi_disable_cbt" => cbt::disable(&host, &sr, key).map_err(|e| Fault::of(458, &e))?,
+                _ => cbt::data_destroy(&host, &sr, key).map_err(|e| Fault::of(80, &e))?,
+            }
+            Ok(Value::Nil)
+        }
+        "vdi_list_changed_blocks" => vdi_list_changed_blocks(req),
         other => Err(Fault::new(38, format!("command {other} is not implemented by CephRBDSR"))),
     }
 }
@@ -401,7 +417,7 @@ fn introduce(
         Value::Bool(false),
         Value::DateTime("19700101T00:00:00Z".to_owned()),
         Value::str("OpaqueRef:NULL"),
-        Value::Bool(false),
+        Value::Bool(v.cbt_enabled),
     ];
     session.call("VDI.db_introduce", args).map_err(|e| Fault::xenapi(&e))?;
     info!(vdi = uuid, location = %v.key, "VDI introduced to xapi");
@@ -526,8 +542,21 @@ fn volume_uri(req: &Request) -> Result<VolumeUri, Fault> {
     VolumeUri::parse(uri).map_err(|e| Fault::of(46, &e.into()))
 }
 
+/// `vdi_list_changed_blocks`: xapi sends the older VDI as the request's VDI and the newer
+/// one's ref as `args[0]` (`vdi_list_changed_blocks` in sm.ml); its location is our key.
+fn vdi_list_changed_blocks(req: &Request) -> Result<Value, Fault> {
+    let sr = req.sr()?;
+    let session = req.session(sr.conn.timeout)?;
+    let from = req.need(&req.vdi_location, "vdi_location")?;
+    let to = session.call("VDI.get_location", vec![Value::str(req.arg(0)?)]).map_err(|e| Fault::xenapi(&e))?;
+    let to = to.as_str().ok_or_else(|| Fault::new(153, "VDI.get_location did not answer a string"))?;
+    let changed = cbt::list_changed_blocks(&sr, from, to, 0, -1).map_err(|e| Fault::of(460, &e))?;
+    Ok(Value::String(changed.bitmap))
+}
+
 fn vdi_attach(req: &Request) -> Result<Value, Fault> {
     let uri = volume_uri(req)?;
+    cbt::attachable(&uri).map_err(|e| Fault::of(46, &e))?;
     let backend = datapath::attach(&Host::from_env(), &uri, DOMAIN).map_err(|e| Fault::of(46, &e))?;
     let key = req.vdi_location.clone().unwrap_or_default();
     let s = |k: &str, v: String| (k.to_owned(), Value::String(v));
@@ -607,6 +636,13 @@ fn sr_scan(req: &Request) -> Result<Value, Fault> {
                 if rec.get("read_only") != Some(&Value::Bool(!v.read_write)) {
                     session
                         .call("VDI.set_read_only", vec![Value::str(vdi_ref.clone()), Value::Bool(!v.read_write)])
+                        .map_err(|e| Fault::xenapi(&e))?;
+                }
+                // As the SM drivers' scan does (`_db_update` in sm's VDI.py): xapi keeps
+                // CBT only where the driver says it is on.
+                if rec.get("cbt_enabled") != Some(&Value::Bool(v.cbt_enabled)) {
+                    session
+                        .call("VDI.set_cbt_enabled", vec![Value::str(vdi_ref.clone()), Value::Bool(v.cbt_enabled)])
                         .map_err(|e| Fault::xenapi(&e))?;
                 }
             }

@@ -19,6 +19,7 @@ pub const ERROR_CODES: &[(i64, &str, &str)] = &[
     (40, "SRScan", "The SR scan failed "),
     (44, "SRNoSpace", "There is insufficient space"),
     (46, "VDIUnavailable", "The VDI is not available"),
+    (66, "VDIType", "Invalid VDI type"),
     (47, "SRUnavailable", "The SR is not available"),
     (78, "VDICreate", "VDI Creation failed"),
     (79, "VDISize", "VDI Invalid size"),
@@ -31,6 +32,9 @@ pub const ERROR_CODES: &[(i64, &str, &str)] = &[
     (144, "VDIMissing", "VDI could not be found"),
     (153, "APIFailure", "A Failure occurred accessing an API object"),
     (202, "SMGeneral", "General backend error"),
+    (457, "CBTActivateFailed", "Unable to activate changed block tracking."),
+    (458, "CBTDeactivateFailed", "Unable to deactivate changed block tracking."),
+    (460, "CBTChangedBlocksError", "Failed to calculate changed blocks for given VDIs."),
 ];
 
 /// A legacy command that failed: the XE_SR_ERRORCODES number and the detail.
@@ -115,6 +119,8 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
         | OpError::Unreadable { .. }
         | OpError::LayoutTooNew { .. } => 47,
         OpError::NamespaceInUse { .. } => 16,
+        OpError::NotSnapshot { .. } | OpError::NoCbtMetadata { .. } => 66,
+        OpError::Unrelated { .. } => 460,
         OpError::Ceph(c) => match c.kind() {
             Kind::Unreachable
             | Kind::TimedOut
@@ -133,6 +139,7 @@ fn code_of(command_code: i64, err: &OpError) -> i64 {
         },
         OpError::Rollback { cause, .. } => code_of(command_code, cause),
         OpError::ReadOnly { .. }
+        | OpError::DataDestroyed { .. }
         | OpError::Locked { .. }
         | OpError::Command(_)
         | OpError::LocalState { .. }

@@ -358,7 +358,8 @@ fn signature(method: &str) -> Option<&'static [Ty]> {
         | "VDI.get_name_description" => &[Ref],
         "VDI.get_all_records_where" => &[Str],
         "VDI.set_virtual_size" | "VDI.set_physical_utilisation" => &[Ref, Int64],
-        "VDI.set_read_only" => &[Ref, Bool],
+        "VDI.set_read_only" | "VDI.set_cbt_enabled" => &[Ref, Bool],
+        "VDI.get_location" => &[Ref],
         "SR.set_physical_size" | "SR.set_physical_utilisation" | "SR.set_virtual_allocation" => &[Ref, Int64],
         _ => return None,
     })
@@ -564,11 +565,13 @@ fn answer(body: &str, session: &str, state: &Mutex<State>) -> Value {
                 ("name_label".to_owned(), args[1].clone()),
                 ("name_description".to_owned(), args[2].clone()),
                 ("SR".to_owned(), args[3].clone()),
+                ("type".to_owned(), args[4].clone()),
                 ("read_only".to_owned(), args[6].clone()),
                 ("location".to_owned(), args[8].clone()),
                 ("sm_config".to_owned(), args[10].clone()),
                 ("virtual_size".to_owned(), args[12].clone()),
                 ("physical_utilisation".to_owned(), args[13].clone()),
+                ("cbt_enabled".to_owned(), args[18].clone()),
             ];
             st.vdis.insert(vdi_ref.clone(), record);
             envelope_ok(Value::str(vdi_ref))
@@ -584,7 +587,13 @@ fn answer(body: &str, session: &str, state: &Mutex<State>) -> Value {
             }
             envelope_ok(Value::Struct(st.vdis.iter().map(|(r, rec)| (r.clone(), Value::Struct(rec.clone()))).collect()))
         }
-        "VDI.set_virtual_size" | "VDI.set_physical_utilisation" | "VDI.set_read_only" => {
+        "VDI.get_location" => match st.vdis.get(&arg(0)) {
+            Some(rec) => envelope_ok(
+                rec.iter().find(|(n, _)| n == "location").map_or_else(|| Value::str(""), |(_, v)| v.clone()),
+            ),
+            None => envelope_err(&["HANDLE_INVALID", "VDI", &arg(0)]),
+        },
+        "VDI.set_virtual_size" | "VDI.set_physical_utilisation" | "VDI.set_read_only" | "VDI.set_cbt_enabled" => {
             let field = method.trim_start_matches("VDI.set_").to_owned();
             let Some(rec) = st.vdis.get_mut(&arg(0)) else { return envelope_err(&["HANDLE_INVALID", "VDI", &arg(0)]) };
             rec.retain(|(n, _)| *n != field);

@@ -237,3 +237,54 @@ fn ceph_compat_legacy_snapshot_path() {
     let namespaces = lab.rbd(&["namespace", "ls", "--format", "json", &lab.pool]);
     assert!(!namespaces.contains(&namespace), "sr_delete leaves nothing: {namespaces}");
 }
+
+/// Changed block tracking through the client under test: Nautilus 14.2's `rbd diff`
+/// (dom0's) takes the same arguments and prints the same JSON, with and without
+/// fast-diff, in either order of the two snapshots.
+#[test]
+fn ceph_compat_changed_blocks() {
+    let c = client();
+    for features in ["layering,exclusive-lock", "layering,exclusive-lock,object-map,fast-diff"] {
+        let lab = Lab::get();
+        let plugin = Plugin::of(Kind::Volume, &compat_bin_dir()).inside(&c, &[&lab.dir]);
+        let t = TestSr::through(plugin, lab, |config| config["image_features"] = json!(features));
+        let disk = t.create_volume("cbt", 16 * MIB);
+        t.call("Volume.enable_cbt", json!({"key": disk["key"]})).ok();
+        let s1 = t.call("Volume.snapshot", json!({"key": disk["key"]})).ok();
+        assert_eq!(s1["cbt_enabled"], json!(true));
+        // 64 KiB at offset 0 and at 5 MiB, written by qemu's librbd on the host.
+        let target = format!(
+            "rbd:{}/{}/{}:conf={}:id={}:keyring={}",
+            t.lab.pool,
+            t.namespace,
+            image_of(&disk),
+            t.lab.conf.display(),
+            t.lab.user,
+            t.lab.keyring.display()
+        );
+        let out = std::process::Command::new("qemu-io")
+            .args(["-f", "raw", "-c", "write -P 0x5a 0 64K", "-c", "write -P 0x5b 5M 64K", &target])
+            .output()
+            .expect("qemu-io");
+        assert!(out.status.success(), "qemu-io: {}", String::from_utf8_lossy(&out.stderr));
+        let s2 = t.call("Volume.snapshot", json!({"key": disk["key"]})).ok();
+        for (from, to) in [(&s1, &s2), (&s2, &s1)] {
+            let out = t
+                .call(
+                    "Volume.list_changed_blocks",
+                    json!({"key": from["key"], "key2": to["key"], "offset": 0, "length": -1}),
+                )
+                .ok();
+            let map = common::ops::bitmap::unbase64(out["bitmap"].as_str().expect("bitmap")).expect("base64");
+            assert_eq!(map.len(), 32, "{features}: 16 MiB is 256 bits");
+            for block in [0, 80] {
+                assert!(common::ops::bitmap::is_set(&map, block), "{features}: block {block} not flagged: {map:?}");
+            }
+            assert!(!common::ops::bitmap::is_set(&map, 255), "{features}: the last object was not written");
+        }
+        t.call("Volume.data_destroy", json!({"key": s1["key"]})).ok();
+        for v in [&s2, &s1, &disk] {
+            t.call("Volume.destroy", json!({"key": v["key"]})).ok();
+        }
+    }
+}

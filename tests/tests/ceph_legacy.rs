@@ -455,3 +455,82 @@ fn ceph_legacy_large_vdis_are_declared_and_deleted_in_bounded_time() {
     });
     assert!(deleted, "sr_delete never succeeded once the trash was purged");
 }
+
+/// Changed block tracking through the legacy driver, as xapi's SMAPIv1 path sends it
+/// (`vdi_enable_cbt`, `vdi_list_changed_blocks` with the newer VDI's ref in `args[0]`,
+/// `vdi_data_destroy`, `vdi_disable_cbt`), on the SR the SMAPIv3 plugin also reads: both
+/// front ends answer the same bitmap, and the scan keeps xapi's `cbt_enabled` true to Ceph.
+#[test]
+fn ceph_legacy_cbt_matches_the_smapiv3_plugin() {
+    let t = TestSr::with_config(|c| c["datapath"] = json!("qsd"));
+    let config: Vec<(String, String)> = t
+        .config
+        .as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let mut host = Host::new(config);
+    host.req.sr_uuid.clone_from(&t.uuid);
+    let r = &host.req;
+    let info = host.run(&r.driver_info()).ok();
+    let caps: Vec<&str> =
+        info.get("capabilities").and_then(Value::items).expect("array").iter().filter_map(Value::as_str).collect();
+    assert!(caps.contains(&"VDI_CONFIG_CBT"), "{caps:?}");
+    assert_eq!(host.run(&r.sr("sr_attach", &[], true)).ok(), Value::Nil);
+    let disk = host.introduced(&host.run(&r.vdi_create(16 * MIB, "cbt disk")).ok());
+    assert_eq!(host.run(&r.vdi("vdi_enable_cbt", &[], &disk, true)).ok(), Value::Nil);
+    let write = |commands: &[&str]| {
+        let attach = host.run(&r.vdi("vdi_attach", &["true"], &disk, false)).ok();
+        let nbd = attach.get("params_nbd").and_then(Value::as_str).expect("params_nbd").to_owned();
+        assert_eq!(host.run(&r.vdi("vdi_activate", &["true"], &disk, false)).ok(), Value::Nil);
+        let (socket, export) = nbd.strip_prefix("nbd:unix:").and_then(|n| n.rsplit_once(":exportname=")).expect("nbd");
+        let mut all = commands.to_vec();
+        all.push("flush");
+        assert!(qemu_io(&format!("nbd+unix:///{export}?socket={socket}"), &all));
+        assert_eq!(host.run(&r.vdi("vdi_deactivate", &[], &disk, false)).ok(), Value::Nil);
+        assert_eq!(host.run(&r.vdi("vdi_detach", &[], &disk, false)).ok(), Value::Nil);
+    };
+    write(&["write -P 0x71 0 4M"]);
+    let s1 = host.introduced(&host.run(&r.vdi("vdi_snapshot", &[], &disk, true)).ok());
+    assert_eq!(host.server.vdi_field(&s1.vdi_ref, "cbt_enabled"), Some(Value::Bool(true)), "introduced with CBT");
+    write(&["write -P 0x72 1048576 65536", "write -P 0x73 9437284 100"]);
+    let s2 = host.introduced(&host.run(&r.vdi("vdi_snapshot", &[], &disk, true)).ok());
+
+    let answer = host.run(&r.vdi("vdi_list_changed_blocks", &[&s2.vdi_ref], &s1, true)).ok();
+    let bitmap = answer.as_str().expect("a base64 string").to_owned();
+    assert_eq!(host.server.calls_of("VDI.get_location").len(), 1, "the newer VDI found by its ref");
+    let v3 = t
+        .call("Volume.list_changed_blocks", json!({"key": s1.location, "key2": s2.location, "offset": 0, "length": -1}))
+        .ok();
+    assert_eq!(v3["bitmap"], json!(bitmap), "both front ends answer the same bitmap");
+    let map = common::ops::bitmap::unbase64(&bitmap).expect("base64");
+    for block in [16, 144] {
+        assert!(common::ops::bitmap::is_set(&map, block), "block {block} was written: {map:?}");
+    }
+
+    assert_eq!(host.run(&r.vdi("vdi_data_destroy", &[], &s1, true)).ok(), Value::Nil);
+    let fault = host.run(&r.vdi("vdi_attach", &["false"], &s1, false)).fault();
+    assert_eq!(fault.code, 46, "{}", fault.string);
+    assert!(fault.string.contains("changed-block tracking metadata"), "{}", fault.string);
+    let fault = host.run(&r.vdi("vdi_data_destroy", &[], &disk, true)).fault();
+    assert_eq!(fault.code, 66, "data_destroy of a disk: {}", fault.string);
+    let other = host.introduced(&host.run(&r.vdi_create(MIB, "other")).ok());
+    let fault = host.run(&r.vdi("vdi_list_changed_blocks", &[&other.vdi_ref], &s2, true)).fault();
+    assert_eq!(fault.code, 460, "{}", fault.string);
+    assert!(fault.string.contains("share no history"), "{}", fault.string);
+
+    // The scan: xapi's record of the disk learns CBT is on; the anchor stays.
+    assert_eq!(host.run(&r.sr("sr_scan", &[], true)).ok(), Value::Nil);
+    assert_eq!(host.server.vdi_field(&disk.vdi_ref, "cbt_enabled"), Some(Value::Bool(true)));
+    assert!(host.server.vdi_by_location(&s1.location).is_some());
+    // Disabling drops the anchor; the scan forgets it and turns CBT off in xapi's record.
+    assert_eq!(host.run(&r.vdi("vdi_disable_cbt", &[], &disk, true)).ok(), Value::Nil);
+    assert_eq!(host.run(&r.sr("sr_scan", &[], true)).ok(), Value::Nil);
+    assert!(host.server.vdi_by_location(&s1.location).is_none(), "the anchor is forgotten");
+    assert_eq!(host.server.vdi_field(&disk.vdi_ref, "cbt_enabled"), Some(Value::Bool(false)));
+    for vdi in [&other, &s2, &disk] {
+        assert_eq!(host.run(&r.vdi("vdi_delete", &[], vdi, true)).ok(), Value::Nil);
+        host.server.destroy_record(&vdi.vdi_ref);
+    }
+}

@@ -27,7 +27,15 @@ fn features_name_only_installed_methods() {
             let installed = plugin.methods().iter().any(|m| m.eq_ignore_ascii_case(method));
             assert_eq!(declared, installed, "{kind:?}: feature {feature} vs method {method}");
         }
+        for (feature, methods) in common::admin::plugin::FEATURE_OF_ALL_METHODS {
+            let declared = query["features"].as_array().expect("features").contains(&json!(feature));
+            let installed =
+                methods.iter().all(|method| plugin.methods().iter().any(|m| m.eq_ignore_ascii_case(method)));
+            assert_eq!(declared, installed, "{kind:?}: feature {feature} vs methods {methods:?}");
+        }
     }
+    let volume = Plugin::new(Kind::Volume).call("Plugin.Query", json!({})).ok();
+    assert!(volume["features"].as_array().expect("features").contains(&json!("VDI_CONFIG_CBT")), "{volume}");
 }
 
 #[test]

@@ -14,9 +14,9 @@ use common::error::RequestError;
 use common::host::Host;
 use common::layout::names::parse_uuid;
 use common::layout::uri::SrUri;
-use common::ops::{reclaim, sr, volume};
+use common::ops::{cbt, reclaim, sr, volume};
 use common::smapi::exec::{self, reply, typed, Executable, Operation};
-use common::smapi::wire::{ProbeResult, SrStat, Volume};
+use common::smapi::wire::{ChangedBlocks, ProbeResult, SrStat, Volume};
 use common::OpError;
 use serde::Deserialize;
 
@@ -46,6 +46,10 @@ static OPERATIONS: &[Operation] = &[
     Operation { name: "Volume.unset", handler: |c, a| typed(c, a, volume_unset) },
     Operation { name: "Volume.resize", handler: |c, a| typed(c, a, volume_resize) },
     Operation { name: "Volume.stat", handler: |c, a| typed(c, a, volume_stat) },
+    Operation { name: "Volume.enable_cbt", handler: |c, a| typed(c, a, volume_enable_cbt) },
+    Operation { name: "Volume.disable_cbt", handler: |c, a| typed(c, a, volume_disable_cbt) },
+    Operation { name: "Volume.data_destroy", handler: |c, a| typed(c, a, volume_data_destroy) },
+    Operation { name: "Volume.list_changed_blocks", handler: |c, a| typed(c, a, volume_list_changed_blocks) },
 ];
 
 static VOLUME: Executable = Executable { name: "volume", operations: OPERATIONS };
@@ -155,6 +159,16 @@ struct ResizeArgs {
     new_size: i64,
 }
 
+/// `Volume.list_changed_blocks`.
+#[derive(Deserialize)]
+struct ChangedBlocksArgs {
+    sr: String,
+    key: String,
+    key2: String,
+    offset: i64,
+    length: i64,
+}
+
 fn parse_sr(text: &str) -> Result<SrUri, RequestError> {
     SrUri::parse(text)
 }
@@ -234,4 +248,20 @@ fn volume_resize(a: ResizeArgs) -> Result<(), OpError> {
 
 fn volume_stat(a: KeyArgs) -> Result<Volume, OpError> {
     volume::stat(&parse_sr(&a.sr)?, &a.key)
+}
+
+fn volume_enable_cbt(a: KeyArgs) -> Result<(), OpError> {
+    cbt::enable(&Host::from_env(), &parse_sr(&a.sr)?, &a.key)
+}
+
+fn volume_disable_cbt(a: KeyArgs) -> Result<(), OpError> {
+    cbt::disable(&Host::from_env(), &parse_sr(&a.sr)?, &a.key)
+}
+
+fn volume_data_destroy(a: KeyArgs) -> Result<(), OpError> {
+    cbt::data_destroy(&Host::from_env(), &parse_sr(&a.sr)?, &a.key)
+}
+
+fn volume_list_changed_blocks(a: ChangedBlocksArgs) -> Result<ChangedBlocks, OpError> {
+    cbt::list_changed_blocks(&parse_sr(&a.sr)?, &a.key, &a.key2, a.offset, a.length)
 }

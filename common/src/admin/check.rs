@@ -12,6 +12,8 @@
 //! - every image and snapshot of ours in the namespace is used by a record, is the base
 //!   of a clone, or carries a garbage mark;
 //! - garbage marks name storage that still exists and still has dependants;
+//! - every changed-block anchor (a snapshot whose data was destroyed) has a volume of its
+//!   disk that still holds data to be compared with;
 //! - every key belongs to a volume that exists, in the current (encoded) form;
 //! - the trash holds no image waiting to be purged;
 //! - on this host, no daemon or mapping is left without its attachment.
@@ -34,7 +36,7 @@ use crate::host::Host;
 use crate::layout::names::{MetaKey, Object, HEADER_IMAGE};
 use crate::layout::records::{self, Header, Records};
 use crate::layout::uri::SrUri;
-use crate::ops::{datapath, reclaim};
+use crate::ops::{cbt, datapath, reclaim, volume};
 
 /// Something that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,14 @@ pub enum Problem {
         /// How many.
         count: usize,
     },
+    /// A changed-block anchor (a snapshot volume whose data was destroyed) of a disk none
+    /// of whose volumes holds data any more: nothing can be compared with it.
+    OrphanedAnchor {
+        /// The anchor volume.
+        volume: Uuid,
+        /// Its image.
+        image: String,
+    },
     /// Images in the namespace's trash, not purged yet.
     Trash {
         /// How many.
@@ -118,6 +128,7 @@ impl Problem {
             Problem::OrphanSnapshot { snapshot, .. } => format!("snapshot {snapshot}"),
             Problem::StaleMark { what } | Problem::Unreclaimed { what } => format!("mark {what}"),
             Problem::OrphanKeys { volume, .. } => format!("keys {volume}"),
+            Problem::OrphanedAnchor { volume, .. } => format!("anchor {volume}"),
             Problem::LegacyKeys { .. } => "legacy keys".to_owned(),
             Problem::Trash { .. } => "trash".to_owned(),
             Problem::HostLeftover(leftover) => format!("host {leftover}"),
@@ -143,6 +154,11 @@ impl fmt::Display for Problem {
             Problem::Unreclaimed { what } => write!(f, "{what} is kept for dependants that are all gone"),
             Problem::OrphanKeys { volume, count } => write!(f, "{count} keys of volume {volume}, which does not exist"),
             Problem::LegacyKeys { count } => write!(f, "{count} keys stored verbatim (layout 1)"),
+            Problem::OrphanedAnchor { volume, image } => write!(
+                f,
+                "volume {volume} keeps only changed-block metadata, and no volume of its disk {image} holds data \
+                 to compare it with"
+            ),
             Problem::Trash { count } => write!(f, "{count} destroyed images in the trash, not purged yet"),
             Problem::HostLeftover(leftover) => write!(f, "on this host: {leftover}"),
         }
@@ -388,6 +404,17 @@ fn survey(sr: &SrUri, records: &Records, storage: &Storage, grace: Duration) -> 
             findings.push(orphan_plan(problem, a, grace, frozen, "remove the snapshot"));
         }
     }
+    let images: BTreeSet<&str> = records.volumes().map(|v| v.record.image.as_str()).collect();
+    for image in images {
+        for volume in cbt::orphaned_anchors(records, image, None) {
+            let problem = Problem::OrphanedAnchor { volume, image: image.to_owned() };
+            findings.push(if frozen {
+                Finding::leave(problem, "no storage is removed while records are unreadable")
+            } else {
+                Finding::repair(problem, "destroy it, as destroying the disk's last volume with data would have")
+            });
+        }
+    }
     for (u, keys) in records.orphan_keys() {
         if records.unreadable().iter().any(|b| b.volume == Some(u)) {
             continue;
@@ -482,6 +509,10 @@ fn apply(host: &Host, sr: &SrUri, records: &Records, findings: &mut [Finding]) -
                 reencode_legacy_keys(sr, records)?;
                 true
             }
+            Problem::OrphanedAnchor { volume: anchor, .. } => {
+                volume::destroy(host, sr, &anchor.to_string())?;
+                true
+            }
             // Purged last, below, with what the other repairs moved there.
             Problem::Trash { .. } => false,
             Problem::HostLeftover(_) => {
@@ -494,9 +525,13 @@ fn apply(host: &Host, sr: &SrUri, records: &Records, findings: &mut [Finding]) -
             Problem::Unreadable { .. } => false,
         };
     }
-    let trashed = findings
-        .iter()
-        .any(|f| f.repaired && matches!(f.problem, Problem::OrphanImage { .. } | Problem::Unreclaimed { .. }));
+    let trashed = findings.iter().any(|f| {
+        f.repaired
+            && matches!(
+                f.problem,
+                Problem::OrphanImage { .. } | Problem::Unreclaimed { .. } | Problem::OrphanedAnchor { .. }
+            )
+    });
     let trash = findings.iter_mut().find(|f| matches!(f.problem, Problem::Trash { .. }));
     if trashed || trash.is_some() {
         let purged = reclaim::purge_and_reclaim(host, sr, Instant::now() + reclaim::PURGE_LIMIT);

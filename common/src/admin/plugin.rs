@@ -41,6 +41,14 @@ pub const FEATURE_OF_METHOD: &[(&str, &str)] = &[
     ("Volume.resize", "VDI_RESIZE"),
 ];
 
+/// Features that stand for several methods, declared only when every one of them is in
+/// the table: xapi allows all four CBT calls on an SR whose plugin declares
+/// `VDI_CONFIG_CBT` (`check_sm_feature_error` in xapi_vdi.ml).
+pub const FEATURE_OF_ALL_METHODS: &[(&str, &[&str])] = &[(
+    "VDI_CONFIG_CBT",
+    &["Volume.enable_cbt", "Volume.disable_cbt", "Volume.data_destroy", "Volume.list_changed_blocks"],
+)];
+
 /// Features of the volume plugin that no method of its own stands for: xapi reads the
 /// datapath's read-only activation from the volume plugin (storage_mux), and images are
 /// thin. Each is tested: `Datapath.activate_readonly` in the datapath tests, thinness by
@@ -48,11 +56,16 @@ pub const FEATURE_OF_METHOD: &[(&str, &str)] = &[
 pub const VOLUME_EXTRA_FEATURES: &[&str] = &["VDI_ACTIVATE_READONLY", "THIN_PROVISIONING"];
 
 fn features(operations: &[Operation]) -> Vec<String> {
-    FEATURE_OF_METHOD
-        .iter()
-        .filter(|(method, _)| operations.iter().any(|op| op.name.eq_ignore_ascii_case(method)))
-        .map(|(_, feature)| (*feature).to_owned())
-        .collect()
+    let has = |method: &str| operations.iter().any(|op| op.name.eq_ignore_ascii_case(method));
+    let mut features: Vec<String> =
+        FEATURE_OF_METHOD.iter().filter(|(method, _)| has(method)).map(|(_, feature)| (*feature).to_owned()).collect();
+    features.extend(
+        FEATURE_OF_ALL_METHODS
+            .iter()
+            .filter(|(_, methods)| methods.iter().all(|m| has(m)))
+            .map(|(feature, _)| (*feature).to_owned()),
+    );
+    features
 }
 
 fn query(operations: &[Operation], plugin: &str, description: &str, volume: bool) -> QueryResult {
@@ -109,4 +122,25 @@ pub fn diagnostics(host: &Host, executable: &str, operations: &[Operation]) -> S
         let _ = writeln!(report, "{finding}");
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smapi::exec::reply;
+
+    fn table(names: &[&'static str]) -> Vec<Operation> {
+        names.iter().map(|name| Operation { name, handler: |c, _| reply(c, Ok(())) }).collect()
+    }
+
+    #[test]
+    fn a_feature_of_several_methods_needs_all_of_them() {
+        let cbt = ["Volume.enable_cbt", "Volume.disable_cbt", "Volume.data_destroy", "Volume.list_changed_blocks"];
+        assert!(features(&table(&cbt)).contains(&"VDI_CONFIG_CBT".to_owned()));
+        for missing in 0..cbt.len() {
+            let some: Vec<&'static str> =
+                cbt.iter().enumerate().filter(|(i, _)| *i != missing).map(|(_, m)| *m).collect();
+            assert!(!features(&table(&some)).contains(&"VDI_CONFIG_CBT".to_owned()), "without {}", cbt[missing]);
+        }
+    }
 }

@@ -214,6 +214,48 @@ pub fn du(conn: &Conn, pool: &str, namespace: &str, image: Option<&str>) -> Resu
     Ok(out.images)
 }
 
+/// One extent of `rbd diff --format json`: a byte range whose data may differ between the
+/// two points in time compared. `exists` is `"false"` where the range was discarded or
+/// zeroed (still a change); both kinds count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct DiffExtent {
+    /// The first byte.
+    pub offset: u64,
+    /// How many bytes.
+    pub length: u64,
+}
+
+/// How many RADOS requests `rbd diff` keeps in flight (librbd's
+/// `rbd_concurrent_management_ops`, default 10). Without fast-diff librbd asks about every
+/// object of the image, one request each, so the diff is bound by round trips: measured on
+/// the test cluster at 100 GiB (25 600 objects), 10 took 1.6–1.8 s, 128 took 0.9–1.0 s,
+/// 256 and 512 no better; Nautilus 14.2's `rbd` takes the option and gains the same. On a
+/// real cluster, where each request costs a network round trip, the gain is larger. The
+/// requests are small metadata reads (an object's snapshot list).
+pub const DIFF_CONCURRENCY: &str = "128";
+
+/// `rbd diff --from-snap <from> [--whole-object] <spec>`: the extents of `spec` (an image
+/// head or `image@snap`) whose data may differ from the same image's snapshot `from`,
+/// computed from RADOS metadata (object snapshot overlaps, or with `whole_object` and
+/// fast-diff the object maps), never by reading data. Both forms give a superset of the
+/// bytes that differ, never less: the exact form at the granularity of written extents
+/// (measured: the start of a newly created object to the end of what was written in it),
+/// `whole_object` at the granularity of RADOS objects (4 MiB by default). Without a valid
+/// object map librbd visits every object of the image, with or without `whole_object`
+/// ([`DIFF_CONCURRENCY`] requests at a time).
+///
+/// `from` must be older than `spec`'s snapshot: otherwise librbd refuses with EINVAL
+/// ([`Kind::Invalid`]). Nautilus 14.2 (dom0's client) accepts the same arguments and prints
+/// the same JSON.
+pub fn diff(conn: &Conn, from: &str, spec: &str, whole_object: bool) -> Result<Vec<DiffExtent>, CephError> {
+    let mut args = vec!["--rbd-concurrent-management-ops", DIFF_CONCURRENCY, "diff", "--from-snap", from];
+    if whole_object {
+        args.push("--whole-object");
+    }
+    args.push(spec);
+    conn.rbd_json(&format!("changes of {spec} since {from}"), &args, "[]")
+}
+
 /// `rbd namespace create`; `Identity` if it exists.
 pub fn namespace_create(conn: &Conn, pool: &str, namespace: &str) -> Result<Action, CephError> {
     let what = format!("namespace {pool}/{namespace}");

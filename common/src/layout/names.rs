@@ -109,6 +109,12 @@ pub enum MetaKey {
     VolumeName(Uuid),
     /// `v.<uuid>.description`: a volume's description, when changed after creation.
     VolumeDescription(Uuid),
+    /// `v.<uuid>.cbt`: `true` or `false`, whether changed block tracking is on for a
+    /// writable volume (`Volume.enable_cbt`/`disable_cbt`). Absent: as the record says.
+    VolumeCbt(Uuid),
+    /// `v.<uuid>.data-destroyed`: `true` once `Volume.data_destroy` kept only the snapshot
+    /// volume's changed-block anchor (docs/cbt.md).
+    VolumeDataDestroyed(Uuid),
     /// `u.<uuid>.<encoded key>`: one `Volume.set` key, its name percent-encoded so that any
     /// bytes round-trip and none can be read back as structure.
     UserKey(Uuid, String),
@@ -145,6 +151,8 @@ impl MetaKey {
             ("v", "") => Some(MetaKey::Volume(id)),
             ("v", ".name") => Some(MetaKey::VolumeName(id)),
             ("v", ".description") => Some(MetaKey::VolumeDescription(id)),
+            ("v", ".cbt") => Some(MetaKey::VolumeCbt(id)),
+            ("v", ".data-destroyed") => Some(MetaKey::VolumeDataDestroyed(id)),
             ("u", tail) => tail.strip_prefix('.').and_then(escape::decode).map(|k| MetaKey::UserKey(id, k)),
             ("k", tail) => tail.strip_prefix('.').map(|k| MetaKey::LegacyUserKey(id, k.to_owned())),
             _ => None,
@@ -157,6 +165,8 @@ impl MetaKey {
             MetaKey::Volume(u)
             | MetaKey::VolumeName(u)
             | MetaKey::VolumeDescription(u)
+            | MetaKey::VolumeCbt(u)
+            | MetaKey::VolumeDataDestroyed(u)
             | MetaKey::UserKey(u, _)
             | MetaKey::LegacyUserKey(u, _) => Some(*u),
             MetaKey::Sr | MetaKey::SrName | MetaKey::SrDescription | MetaKey::Garbage(_) => None,
@@ -173,6 +183,8 @@ impl fmt::Display for MetaKey {
             MetaKey::Volume(u) => write!(f, "v.{}", u.hyphenated()),
             MetaKey::VolumeName(u) => write!(f, "v.{}.name", u.hyphenated()),
             MetaKey::VolumeDescription(u) => write!(f, "v.{}.description", u.hyphenated()),
+            MetaKey::VolumeCbt(u) => write!(f, "v.{}.cbt", u.hyphenated()),
+            MetaKey::VolumeDataDestroyed(u) => write!(f, "v.{}.data-destroyed", u.hyphenated()),
             MetaKey::UserKey(u, k) => write!(f, "u.{}.{}", u.hyphenated(), escape::encode(k, escape::URI)),
             MetaKey::LegacyUserKey(u, k) => write!(f, "k.{}.{k}", u.hyphenated()),
             MetaKey::Garbage(what) => write!(f, "g.{what}"),
@@ -205,6 +217,8 @@ mod tests {
             MetaKey::Volume(u),
             MetaKey::VolumeName(u),
             MetaKey::VolumeDescription(u),
+            MetaKey::VolumeCbt(u),
+            MetaKey::VolumeDataDestroyed(u),
             MetaKey::UserKey(u, "vdi-type".to_owned()),
             MetaKey::UserKey(u, "with.dots and spaces".to_owned()),
             MetaKey::UserKey(u, String::new()),

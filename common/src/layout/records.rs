@@ -81,6 +81,35 @@ pub struct VolumeRecord {
     /// For a clone, the snapshot it was cloned from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<SnapRef>,
+    /// Changed block tracking: set at creation for a snapshot of a volume that had it on
+    /// (its RBD snapshot is then an anchor later diffs start from); for a writable volume,
+    /// the `v.<uuid>.cbt` key says, applied here by [`Records::parse`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cbt: bool,
+    /// A snapshot volume whose data was destroyed (`Volume.data_destroy`): only its RBD
+    /// snapshot is kept, as the anchor of later diffs; it cannot be attached or cloned.
+    /// Set by the `v.<uuid>.data-destroyed` key, applied here by [`Records::parse`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub data_destroyed: bool,
+}
+
+// serde's `skip_serializing_if` takes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl VolumeRecord {
+    /// Whether the volume still holds data a VM or a backup can read: a writable volume,
+    /// or a snapshot whose data was not destroyed.
+    pub fn has_data(&self) -> bool {
+        !self.data_destroyed
+    }
+
+    /// The RBD image or snapshot holding the volume: `image` or `image@snap`.
+    pub fn leaf(&self) -> String {
+        self.snap.as_ref().map_or_else(|| self.image.clone(), |s| format!("{}@{s}", self.image))
+    }
 }
 
 /// A garbage mark (`g.<image>` or `g.<image>@<snap>`): storage no volume uses any more,
@@ -147,6 +176,23 @@ pub fn decode(stored: &str) -> Result<String, String> {
     }
 }
 
+/// The stored text of a flag key ([`MetaKey::VolumeCbt`], [`MetaKey::VolumeDataDestroyed`]).
+pub fn flag_text(on: bool) -> &'static str {
+    if on {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+fn flag(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("not a flag (true or false): {other:?}")),
+    }
+}
+
 fn json<T: DeserializeOwned>(value: &str) -> Result<T, String> {
     serde_json::from_str(value).map_err(|e| format!("not a record: {e}"))
 }
@@ -167,6 +213,8 @@ struct Pieces {
     records: BTreeMap<Uuid, VolumeRecord>,
     names: BTreeMap<Uuid, String>,
     descriptions: BTreeMap<Uuid, String>,
+    cbt: BTreeMap<Uuid, bool>,
+    data_destroyed: BTreeMap<Uuid, bool>,
     keys: BTreeMap<Uuid, BTreeMap<String, String>>,
     legacy_keys: BTreeMap<Uuid, BTreeMap<String, String>>,
     sr_name: Option<String>,
@@ -215,6 +263,18 @@ impl Records {
                 MetaKey::VolumeDescription(u) => {
                     pieces.descriptions.insert(u, value);
                 }
+                MetaKey::VolumeCbt(u) => match flag(&value) {
+                    Ok(on) => {
+                        pieces.cbt.insert(u, on);
+                    }
+                    Err(reason) => unreadable(reason),
+                },
+                MetaKey::VolumeDataDestroyed(u) => match flag(&value) {
+                    Ok(on) => {
+                        pieces.data_destroyed.insert(u, on);
+                    }
+                    Err(reason) => unreadable(reason),
+                },
                 MetaKey::UserKey(u, k) => {
                     pieces.keys.entry(u).or_default().insert(k, value);
                 }
@@ -247,6 +307,12 @@ impl Records {
             }
             if let Some(description) = pieces.descriptions.remove(&uuid) {
                 record.description = description;
+            }
+            if let Some(on) = pieces.cbt.remove(&uuid) {
+                record.cbt = on;
+            }
+            if let Some(on) = pieces.data_destroyed.remove(&uuid) {
+                record.data_destroyed = on;
             }
             let mut keys = pieces.legacy_keys.remove(&uuid).unwrap_or_default();
             keys.extend(pieces.keys.remove(&uuid).unwrap_or_default());
@@ -434,6 +500,8 @@ mod tests {
             size: 1,
             sharable: false,
             parent: None,
+            cbt: false,
+            data_destroyed: false,
         }
     }
 
@@ -465,6 +533,41 @@ mod tests {
         assert_eq!(records.keys_of(u).len(), 6);
         assert_eq!(records.orphan_keys().map(|(o, _)| o).collect::<Vec<_>>(), [other]);
         assert_eq!(records.legacy_keys().count(), 2);
+    }
+
+    #[test]
+    fn cbt_flags_override_the_record_and_bad_flags_are_unreadable() {
+        let (u, snap, bad) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let snapshot = VolumeRecord { snap: Some(format!("s-{snap}")), cbt: true, ..record(u) };
+        let raw: BTreeMap<String, String> = [
+            (MetaKey::Volume(u).to_string(), encode(&serde_json::to_string(&record(u)).expect("json"))),
+            (MetaKey::VolumeCbt(u).to_string(), encode("true")),
+            (MetaKey::Volume(snap).to_string(), encode(&serde_json::to_string(&snapshot).expect("json"))),
+            (MetaKey::VolumeDataDestroyed(snap).to_string(), encode("true")),
+            (MetaKey::Volume(bad).to_string(), encode(&serde_json::to_string(&record(bad)).expect("json"))),
+            (MetaKey::VolumeCbt(bad).to_string(), encode("yes")),
+        ]
+        .into_iter()
+        .collect();
+        let records = Records::parse(&raw);
+        let head = &records.volume(u).expect("head").record;
+        assert!(head.cbt && head.has_data());
+        let anchor = &records.volume(snap).expect("snapshot").record;
+        assert!(anchor.cbt && anchor.data_destroyed && !anchor.has_data());
+        assert!(records.volume(bad).is_none() && records.unreadable_volume(bad).is_some());
+        // A record written with the flags off keeps them out of its JSON: an older
+        // cephrbd reads it unchanged.
+        let text = serde_json::to_string(&record(u)).expect("json");
+        assert!(!text.contains("cbt") && !text.contains("data_destroyed"), "{text}");
+        // An explicit `false` wins over a record that says `true` (resize rewrites records
+        // with the overrides applied).
+        let raw: BTreeMap<String, String> = [
+            (MetaKey::Volume(u).to_string(), encode(&serde_json::to_string(&head).expect("json"))),
+            (MetaKey::VolumeCbt(u).to_string(), encode(flag_text(false))),
+        ]
+        .into_iter()
+        .collect();
+        assert!(!Records::parse(&raw).volume(u).expect("head").record.cbt);
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! cephrbd://<pool>/<namespace>?sr_uuid=…&conf=…&id=…[&keyring=…][&mon_host=…]&timeout=…[&features=…][&datapath=…]
-//! <scheme>://<pool>/<namespace>/<image>[@<snap>]?volume=…&conf=…&id=…[&keyring=…][&mon_host=…]&timeout=…
+//! <scheme>://<pool>/<namespace>/<image>[@<snap>]?volume=…&conf=…&id=…[&keyring=…][&mon_host=…]&timeout=…[&data_destroyed=1]
 //! ```
+//!
+//! `data_destroyed=1` marks the URI of a snapshot volume whose data was destroyed
+//! (`Volume.data_destroy`): `Volume.stat` renders it before every datapath call, so the
+//! datapath, which receives nothing but the URI, refuses to attach it.
 //!
 //! They carry paths and names only, never a key: the key stays in the keyring file.
 
@@ -251,6 +255,9 @@ pub struct VolumeUri {
     pub volume: Uuid,
     /// How to reach the cluster.
     pub conn: Conn,
+    /// The volume's data was destroyed (`Volume.data_destroy`): only its changed-block
+    /// anchor is left, and the datapath refuses it.
+    pub data_destroyed: bool,
 }
 
 impl VolumeUri {
@@ -275,6 +282,9 @@ impl VolumeUri {
         query.extend(conn_query(&self.conn));
         if self.scheme == VOLUME_SCHEME {
             query.push(("datapath".to_owned(), self.datapath.name().to_owned()));
+        }
+        if self.data_destroyed {
+            query.push(("data_destroyed".to_owned(), "1".to_owned()));
         }
         Parts { scheme: self.scheme.clone(), segments: vec![self.pool.clone(), self.namespace.clone(), leaf], query }
             .render()
@@ -315,6 +325,11 @@ impl VolumeUri {
         if !named {
             return Err(bad("the image or snapshot is not the one the volume key names"));
         }
+        let data_destroyed = match parts.get("data_destroyed") {
+            None => false,
+            Some("1") if snap.is_some() => true,
+            Some(_) => return Err(bad("data_destroyed must be 1, and only on a snapshot")),
+        };
         Ok(VolumeUri {
             scheme: parts.scheme.clone(),
             datapath,
@@ -324,6 +339,7 @@ impl VolumeUri {
             snap,
             volume,
             conn: conn_from(&parts, pool, text, what)?,
+            data_destroyed,
         })
     }
 }
@@ -373,6 +389,7 @@ mod tests {
             snap: None,
             volume: key,
             conn: conn(),
+            data_destroyed: false,
         };
         assert!(!v.render().contains("datapath="), "old URIs carry their mode in the scheme");
         assert_eq!(VolumeUri::parse(&v.render()), Ok(v.clone()));
@@ -405,13 +422,19 @@ mod tests {
             snap: Some(Object::Snapshot(key).to_string()),
             volume: key,
             conn: conn(),
+            data_destroyed: false,
         }
     }
 
     #[test]
     fn volume_uri_round_trips() {
         let v = volume(Uuid::new_v4());
-        assert_eq!(VolumeUri::parse(&v.render()), Ok(v));
+        assert_eq!(VolumeUri::parse(&v.render()), Ok(v.clone()));
+        let destroyed = VolumeUri { data_destroyed: true, ..v };
+        let text = destroyed.render();
+        assert!(text.ends_with("&data_destroyed=1"), "{text}");
+        assert_eq!(VolumeUri::parse(&text), Ok(destroyed));
+        assert!(VolumeUri::parse(&text.replace("data_destroyed=1", "data_destroyed=0")).is_err());
     }
 
     /// A URI whose `volume=` is not the key its image or snapshot name carries would let a
@@ -443,6 +466,7 @@ mod tests {
             snap: None,
             volume: Uuid::new_v4(),
             conn: conn(),
+            data_destroyed: false,
         };
         v.image = Object::Image(v.volume).to_string();
         v.conn.mon_host = Some("127.0.0.1:3300 --log-file /tmp/x --debug-auth 30".to_owned());

@@ -62,13 +62,13 @@ pub fn image_size(requested: i64) -> Result<u64, RequestError> {
     Ok(rounded)
 }
 
-fn volume_uuid(key: &str) -> Result<Uuid, OpError> {
+pub(super) fn volume_uuid(key: &str) -> Result<Uuid, OpError> {
     Uuid::try_parse(key).map_err(|_| OpError::VolumeDoesNotExist { key: key.to_owned() })
 }
 
 /// The volume `key` names; `Volume_does_not_exist`, or the error naming its unreadable
 /// records.
-fn find<'r>(records: &'r Records, key: &str) -> Result<&'r VolumeView, OpError> {
+pub(super) fn find<'r>(records: &'r Records, key: &str) -> Result<&'r VolumeView, OpError> {
     let uuid = volume_uuid(key)?;
     records.volume(uuid).ok_or_else(|| {
         records.unreadable_volume(uuid).unwrap_or_else(|| OpError::VolumeDoesNotExist { key: key.to_owned() })
@@ -80,7 +80,13 @@ fn find<'r>(records: &'r Records, key: &str) -> Result<&'r VolumeView, OpError> 
 /// was just written is removed again and the answer is `Volume_does_not_exist`; nothing
 /// stays. Holds the SR's lock shared, so a destroy on this host (which takes it
 /// exclusively) never runs in between.
-fn write_fields(host: &Host, sr: &SrUri, key: &str, fields: &[MetaKey], value: Option<&str>) -> Result<(), OpError> {
+pub(super) fn write_fields(
+    host: &Host,
+    sr: &SrUri,
+    key: &str,
+    fields: &[MetaKey],
+    value: Option<&str>,
+) -> Result<(), OpError> {
     let uuid = volume_uuid(key)?;
     let header = Header::of(sr);
     let _lock = SrLock::shared(host, sr.uuid, lock_limit(sr))?;
@@ -140,12 +146,21 @@ pub fn usage(sr: &SrUri, image: Option<&str>) -> Result<Option<BTreeMap<String, 
     ))
 }
 
+/// The `vdi-type` xapi gives a volume whose data was destroyed (its daemon sets it with
+/// `Volume.set` after `Volume.data_destroy`; reported here whatever the keys say, so a
+/// crash between the two cannot make xapi's next scan type it as a disk again).
+pub const CBT_METADATA_TYPE: &str = "cbt_metadata";
+
 /// The IDL record of a volume. Without a usage measurement, `physical_utilisation` is the
 /// provisioned size (an upper bound: thin images use at most that).
 pub fn to_volume(sr: &SrUri, view: &VolumeView, usage: Option<&BTreeMap<String, u64>>) -> Volume {
     let r = &view.record;
-    let leaf = r.snap.as_ref().map_or_else(|| r.image.clone(), |s| format!("{}@{s}", r.image));
+    let leaf = r.leaf();
     let used = usage.map_or(r.size, |u| u.get(&leaf).copied().unwrap_or(0));
+    let mut keys = view.keys.clone();
+    if r.data_destroyed {
+        keys.insert("vdi-type".to_owned(), CBT_METADATA_TYPE.to_owned());
+    }
     // One URI: the policy, not a mode, so the first datapath xapi finds serves every host.
     let uri = vec![VolumeUri {
         scheme: VOLUME_SCHEME.to_owned(),
@@ -156,6 +171,7 @@ pub fn to_volume(sr: &SrUri, view: &VolumeView, usage: Option<&BTreeMap<String, 
         snap: r.snap.clone(),
         volume: view.uuid,
         conn: sr.conn.clone(),
+        data_destroyed: r.data_destroyed,
     }
     .render()];
     Volume {
@@ -168,7 +184,8 @@ pub fn to_volume(sr: &SrUri, view: &VolumeView, usage: Option<&BTreeMap<String, 
         virtual_size: int64(r.size),
         physical_utilisation: int64(used),
         uri,
-        keys: view.keys.clone(),
+        keys,
+        cbt_enabled: r.cbt,
     }
 }
 
@@ -218,6 +235,8 @@ pub fn create(
         size,
         sharable,
         parent: None,
+        cbt: false,
+        data_destroyed: false,
     };
     undo::replay(host, sr)?;
     Undo::run(host, sr, |undo| {
@@ -239,7 +258,8 @@ pub fn create(
 }
 
 /// `Volume.snapshot`: a read-only volume holding the source's data now (an RBD snapshot).
-/// Name and description are copied, keys are not.
+/// Name and description are copied, keys are not. A snapshot of a volume with changed
+/// block tracking on has it on too: its RBD snapshot is an anchor later diffs start from.
 pub fn snapshot(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
     undo::replay(host, sr)?;
     let records = records::load(sr)?;
@@ -250,7 +270,13 @@ pub fn snapshot(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
     let uuid = Uuid::new_v4();
     let base = SnapRef { image: source.record.image.clone(), snap: Object::Snapshot(uuid).to_string() };
     let spec = sr.spec(&base.leaf());
-    let new = VolumeRecord { snap: Some(base.snap.clone()), parent: None, ..source.record.clone() };
+    let new = VolumeRecord {
+        snap: Some(base.snap.clone()),
+        parent: None,
+        cbt: source.record.cbt,
+        data_destroyed: false,
+        ..source.record.clone()
+    };
     Undo::run(host, sr, |undo| {
         // Before the command: one killed at its limit may have taken the snapshot anyway.
         undo.push(Step::RemoveSnapshot { spec: spec.clone() });
@@ -263,12 +289,17 @@ pub fn snapshot(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
 
 /// `Volume.clone`: a writable copy-on-write volume (an RBD clone, O(1)). From a snapshot
 /// volume it clones that snapshot; from a writable volume it clones a hidden snapshot taken
-/// now. Name and description are copied, keys are not.
+/// now. Name and description are copied, keys are not; changed block tracking is off on
+/// the clone (a new disk, with no history of its own). Refused for a snapshot whose data
+/// was destroyed.
 pub fn clone(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
     undo::replay(host, sr)?;
     let conn = &sr.conn;
     let records = records::load(sr)?;
     let source = find(&records, key)?;
+    if source.record.data_destroyed {
+        return Err(OpError::DataDestroyed { key: key.to_owned(), action: "clone" });
+    }
     let uuid = Uuid::new_v4();
     let image = Object::Image(uuid).to_string();
     let spec = sr.spec(&image);
@@ -291,7 +322,14 @@ pub fn clone(host: &Host, sr: &SrUri, key: &str) -> Result<Volume, OpError> {
         rbd::snap_protect(conn, &base_spec)?;
         undo.push(Step::RemoveImage { spec: spec.clone() });
         rbd::clone(conn, &base_spec, &spec, &sr.features)?;
-        let new = VolumeRecord { image: image.clone(), snap: None, parent: Some(base), ..source.record.clone() };
+        let new = VolumeRecord {
+            image: image.clone(),
+            snap: None,
+            parent: Some(base),
+            cbt: false,
+            data_destroyed: false,
+            ..source.record.clone()
+        };
         record(sr, uuid, &new)?;
         Ok(new)
     })?;
@@ -368,11 +406,35 @@ fn lock_limit(sr: &SrUri) -> Duration {
 /// last dependant goes. Never flattens. Refused while the volume is open (a VM uses it).
 /// Idempotent: destroying a volume that is already gone succeeds (a retry after a crash),
 /// and removes what that crash left of its keys.
+///
+/// Changed-block anchors (snapshots whose data was destroyed) never keep a disk alive: when
+/// the last volume of an image that still holds data goes, the anchors of that image go
+/// with it, since nothing is left to compare them with ([`super::cbt::orphaned_anchors`]).
 pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
     let uuid = volume_uuid(key)?;
     let _lock = SrLock::exclusive(host, sr.uuid, lock_limit(sr))?;
     undo::replay(host, sr)?;
     let records = records::load(sr)?;
+    let destroyed = destroy_locked(host, sr, &records, uuid, key)?;
+    if let Some(record) = destroyed.filter(VolumeRecord::has_data) {
+        for anchor in super::cbt::orphaned_anchors(&records, &record.image, Some(uuid)) {
+            info!(volume = %anchor, "changed-block anchor left with nothing to compare with: destroyed too");
+            destroy_locked(host, sr, &records::load(sr)?, anchor, &anchor.to_string())?;
+        }
+    }
+    purge_later(host, sr);
+    Ok(())
+}
+
+/// The body of [`destroy`], under the SR's lock, with `records` read after taking it.
+/// Returns the record of the volume destroyed, `None` if it was already gone.
+fn destroy_locked(
+    host: &Host,
+    sr: &SrUri,
+    records: &Records,
+    uuid: Uuid,
+    key: &str,
+) -> Result<Option<VolumeRecord>, OpError> {
     let header = Header::of(sr);
     let Some(view) = records.volume(uuid) else {
         if let Some(unreadable) = records.unreadable_volume(uuid) {
@@ -382,7 +444,7 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
             header.remove(key)?;
         }
         info!(volume = %uuid, "volume already destroyed");
-        return Ok(());
+        return Ok(None);
     };
     let r = &view.record;
     if r.snap.is_none() && !rbd::watchers(&sr.conn, &sr.spec(&r.image))?.is_empty() {
@@ -393,7 +455,7 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
             return Err(OpError::InUse { key: key.to_owned(), holders: holders.join("; ") });
         }
     }
-    let leaf = r.snap.as_ref().map_or_else(|| r.image.clone(), |s| format!("{}@{s}", r.image));
+    let leaf = r.leaf();
     let gone = match &r.snap {
         None => remove_image_if_free(sr, &r.image)?,
         Some(_) => remove_snapshot_if_free(sr, &leaf)?,
@@ -417,20 +479,19 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
     info!(volume = %view.uuid, storage_reclaimed = gone, "volume destroyed");
     if gone {
         if r.snap.is_none() {
-            forget_snapshot_marks(sr, &records, &r.image)?;
+            forget_snapshot_marks(sr, records, &r.image)?;
         }
         let next = match &r.snap {
             None => r.parent.clone(),
-            Some(_) => reclaim_image_if_garbage(sr, &records, &r.image)?,
+            Some(_) => reclaim_image_if_garbage(sr, records, &r.image)?,
         };
-        reclaim_chain(sr, &records, next)?;
+        reclaim_chain(sr, records, next)?;
     } else {
         // The last dependant may have been destroyed meanwhile (on another host) by a call
         // that read the records before the mark existed: look again now that it does.
         reclaim_marked(sr, &records::load(sr)?, &leaf)?;
     }
-    purge_later(host, sr);
-    Ok(())
+    Ok(Some(r.clone()))
 }
 
 #[cfg(test)]

@@ -30,8 +30,22 @@ pub struct Volume {
     pub physical_utilisation: i64,
     /// Datapath URIs, most preferred first.
     pub uri: Vec<String>,
-    /// `Volume.set` keys, verbatim.
+    /// `Volume.set` keys, verbatim (and `vdi-type` `cbt_metadata` once the volume's data
+    /// was destroyed, as xapi expects of such a volume).
     pub keys: BTreeMap<String, String>,
+    /// Changed block tracking (an optional field of the IDL from v24.14.0, written always:
+    /// xapi's scan copies it into its database and reads an absent one as false; 8.2's
+    /// daemon ignores it).
+    pub cbt_enabled: bool,
+}
+
+/// `changed_blocks` (`Volume.list_changed_blocks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedBlocks {
+    /// Bytes per bitmap bit.
+    pub granularity: i64,
+    /// The bitmap, base64.
+    pub bitmap: String,
 }
 
 /// `health`.
