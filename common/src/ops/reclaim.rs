@@ -184,31 +184,46 @@ fn purge_lock(host: &Host, sr: &SrUri) -> std::path::PathBuf {
     host.run_dir.join(format!("purge-{}.lock", sr.uuid))
 }
 
+/// Rounds without progress (the trash as full as before) after which a purge gives up:
+/// what is left waits for the next one.
+const STALLED_ROUNDS: usize = 8;
+
 fn purge_rounds(sr: &SrUri, until: Instant) -> Result<usize, OpError> {
-    let mut rounds = 0;
-    let mut pause = Duration::from_millis(500);
+    let (mut rounds, mut stalled) = (0, 0);
+    let mut pause = Duration::from_millis(250);
     while Instant::now() < until {
         rounds += 1;
-        if !rbd::trash_ls(&sr.conn, &sr.pool, &sr.namespace)?.is_empty() {
+        let before = rbd::trash_ls(&sr.conn, &sr.pool, &sr.namespace)?.len();
+        if before > 0 {
             // The purge may take long (every object of an image without object-map): it
             // gets all the time left, not one command's limit (each request keeps that).
             match rbd::trash_purge(&sr.conn, &sr.pool, &sr.namespace, until.saturating_duration_since(Instant::now())) {
                 Ok(()) => {}
-                // An image of the trash is open: another host's purge is removing it (or a
-                // stale client still watches it). Wait and look again.
-                Err(e) if e.kind() == Kind::Busy => {
-                    info!(sr = %sr.uuid, "trash in use, waiting: {}", chain(&e));
-                    std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    continue;
+                // Another host's purge is removing an image of this trash (it holds it open,
+                // or removed it under us), or a stale client still watches one. Reclaiming
+                // still goes on: that other purge may have reclaimed before a destroy on a
+                // third host marked what it frees.
+                Err(e) if matches!(e.kind(), Kind::Busy | Kind::NotFound) => {
+                    info!(sr = %sr.uuid, "trash contended: {}", chain(&e));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let records = records::load(sr)?;
-        reclaim_all(sr, &records)?;
-        if rbd::trash_ls(&sr.conn, &sr.pool, &sr.namespace)?.is_empty() {
+        reclaim_all(sr, &records::load(sr)?)?;
+        let after = rbd::trash_ls(&sr.conn, &sr.pool, &sr.namespace)?.len();
+        if after == 0 {
             break;
+        }
+        if before > 0 && after >= before {
+            stalled += 1;
+            if stalled >= STALLED_ROUNDS {
+                warn!(sr = %sr.uuid, left = after, "trash purge makes no progress: left for the next purge");
+                break;
+            }
+            std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_secs(5));
+        } else {
+            stalled = 0;
         }
     }
     Ok(rounds)
