@@ -179,6 +179,32 @@ pub struct Guest {
     lab: Mutex<Option<thread::JoinHandle<GuestOutcome>>>,
 }
 
+/// What one plugin call in a [`Guest`] answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The exit status (0 with a result, 1 with an error object).
+    pub status: i32,
+    /// The one JSON value on stdout (`Null` if there was none: the process died).
+    pub value: serde_json::Value,
+    /// Its stderr (the log).
+    pub stderr: String,
+}
+
+impl Answer {
+    /// The result, after checking the call succeeded (panics with its error otherwise).
+    pub fn ok(&self) -> &serde_json::Value {
+        assert_eq!(self.status, 0, "call failed: {}\n{}", self.value, self.stderr);
+        &self.value
+    }
+
+    /// The error's (name, message), after checking the call failed.
+    pub fn error(&self) -> (String, String) {
+        assert_eq!(self.status, 1, "call was expected to fail: {}", self.value);
+        let param = |i: usize| self.value["params"][i].as_str().unwrap_or_default().to_owned();
+        (param(0), param(1))
+    }
+}
+
 /// What one script did in a [`Guest`].
 #[derive(Debug, Clone)]
 pub struct Shell {
@@ -284,6 +310,40 @@ impl Guest {
         }
         let read = |file: &str| std::fs::read_to_string(self.dir.join(format!("{file}.{n}"))).unwrap_or_default();
         Shell { status: read("status").trim().parse().unwrap_or(-1), stdout: read("out"), stderr: read("err") }
+    }
+}
+
+impl Guest {
+    /// Links the plugin executables into the guest's directory as xapi-storage-script's
+    /// plugin directories hold them: `dp/<Method>` (datapath) and `vol/<Method>` (volume).
+    pub fn install_plugins(&self) {
+        for (kind, exe) in [("dp", "datapath"), ("vol", "volume")] {
+            let dir = self.dir.join(kind);
+            std::fs::create_dir_all(&dir).expect("plugin dir");
+            let exe = crate::binary(exe);
+            let listed = Command::new(&exe).arg("--list").output().expect("--list");
+            for method in String::from_utf8_lossy(&listed.stdout).lines() {
+                std::os::unix::fs::symlink(&exe, dir.join(method)).expect("symlink");
+            }
+        }
+    }
+
+    /// `<plugin dir>/<method> --json` in the guest ([`Guest::install_plugins`] first), as
+    /// xapi-storage-script runs it: arguments on stdin, an environment of `PATH` and `env`
+    /// (`KEY=VALUE` words) only, within `limit`.
+    pub fn call(&self, method: &str, mut args: serde_json::Value, env: &str, limit: Duration) -> Answer {
+        args["dbg"] = serde_json::json!(format!("kernel-lab:{method}"));
+        let kind = if method.starts_with("Datapath.") { "dp" } else { "vol" };
+        let file = self.dir.join(format!("args-{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&file, serde_json::to_vec(&args).expect("json")).expect("args");
+        let script = format!(
+            "env -i PATH=/usr/bin:/bin {env} {}/{kind}/{method} --json < {}",
+            self.dir.display(),
+            file.display()
+        );
+        let out = self.sh(&script, limit);
+        let value = serde_json::from_str(out.stdout.trim()).unwrap_or(serde_json::Value::Null);
+        Answer { status: out.status, value, stderr: out.stderr }
     }
 }
 

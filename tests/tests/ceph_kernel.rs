@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cephrbd_tests::kernel_lab::{Guest, Options, Shell};
-use cephrbd_tests::{binary, uri_with_policy, Lab, TestSr};
+use cephrbd_tests::kernel_lab::{Answer, Guest, Options, Shell};
+use cephrbd_tests::{uri_with_policy, Lab, TestSr};
 use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
@@ -26,38 +26,10 @@ struct Host {
     id: &'static str,
 }
 
-/// What one plugin call in a guest answered.
-struct Answer {
-    status: i32,
-    value: Value,
-    stderr: String,
-}
-
-impl Answer {
-    fn ok(&self) -> &Value {
-        assert_eq!(self.status, 0, "call failed: {}\n{}", self.value, self.stderr);
-        &self.value
-    }
-
-    fn error(&self) -> (String, String) {
-        assert_eq!(self.status, 1, "call was expected to fail: {}", self.value);
-        let param = |i: usize| self.value["params"][i].as_str().unwrap_or_default().to_owned();
-        (param(0), param(1))
-    }
-}
-
 impl Host {
     fn boot(name: &str, id: &'static str, options: &Options) -> Host {
         let guest = Guest::boot(name, options, Duration::from_secs(3000));
-        for (kind, exe) in [("dp", "datapath"), ("vol", "volume")] {
-            let dir = guest.dir.join(kind);
-            std::fs::create_dir_all(&dir).expect("plugin dir");
-            let exe = binary(exe);
-            let listed = std::process::Command::new(&exe).arg("--list").output().expect("--list");
-            for method in String::from_utf8_lossy(&listed.stdout).lines() {
-                std::os::unix::fs::symlink(&exe, dir.join(method)).expect("symlink");
-            }
-        }
+        guest.install_plugins();
         Host { guest, id }
     }
 
@@ -70,20 +42,8 @@ impl Host {
         self.call_with(method, args, "")
     }
 
-    fn call_with(&self, method: &str, mut args: Value, env: &str) -> Answer {
-        args["dbg"] = json!(format!("kernel-lab:{method}"));
-        let kind = if method.starts_with("Datapath.") { "dp" } else { "vol" };
-        let file = self.guest.dir.join(format!("args-{}.json", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&file, serde_json::to_vec(&args).expect("json")).expect("args");
-        let script = format!(
-            "env -i PATH=/usr/bin:/bin CEPHRBD_HOST_ID={} {env} {}/{kind}/{method} --json < {}",
-            self.id,
-            self.guest.dir.display(),
-            file.display()
-        );
-        let out = self.sh(&script);
-        let value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
-        Answer { status: out.status, value, stderr: out.stderr }
+    fn call_with(&self, method: &str, args: Value, env: &str) -> Answer {
+        self.guest.call(method, args, &format!("CEPHRBD_HOST_ID={} {env}", self.id), STEP)
     }
 
     fn dp(&self, method: &str, uri: &str, domain: &str) -> Answer {
