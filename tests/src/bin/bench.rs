@@ -10,9 +10,12 @@
 //!   the time spent outside Ceph commands.
 //! - **Scaling**: SR.ls, SR.stat and Volume.stat with 10, 100 and 1000 volumes.
 //! - **Datapath**: fio through the NBD export that Datapath.attach + activate set up,
-//!   against fio's rbd engine (librbd) on the same image in the same run. fio's rbd engine
-//!   cannot address a RADOS namespace, so this image lives in the pool's default namespace
-//!   and its URI is written by hand; the datapath code path is the production one.
+//!   against fio's rbd engine (librbd) in the same run, on a twin image in the pool's
+//!   default namespace (the engine cannot address a RADOS namespace; the driver refuses
+//!   the default one); the datapath code path is the production one.
+//! - **Datapath modes**: kernel RBD, rbd-nbd and qemu-storage-daemon side by side on the
+//!   same image in one kernel-lab guest, beside fio's rbd engine there on the twin (ratios only: the
+//!   guest is emulated).
 //! - **Changed block tracking**: `Volume.list_changed_blocks` at 1, 10, 100 GiB and 2 TiB
 //!   of virtual size, with and without fast-diff, beside the one `rbd diff` it runs.
 //!   `CEPHRBD_BENCH_ONLY=cbt` measures only this section and rewrites only it in
@@ -46,8 +49,10 @@ through the header's omap) and parsing grow with the keys. Closing it: one key p
 read-modify-write under a lock for `Volume.set`), or reading the omap with one `rados \
 listomapvals` of the header object.\n\
 - *The datapath cycle* is four processes where the floor is one daemon start, plus the \
-fencing check (`rbd status`) at activate. A cheaper fence check would need librados in \
-process.\n\
+writer lock: at activate `rados lock info` (is another host's writer to fence?), two `rbd \
+status` around the daemon's start (its Ceph client goes in the lock's cookie) and `rados \
+lock get`; at deactivate `lock info`, `lock break` and the lock object's removal. Cheaper \
+would need librados in process.\n\
 - *The userspace datapath* adds one copy through the NBD unix socket and qemu's block layer \
 on a 2-CPU machine that also runs the OSD and fio: large sequential writes suffer most. \
 An `iothread` for the export did not help (measured by hand: 3664 vs 4249 IOPS). What \
@@ -470,50 +475,109 @@ fn fio(engine_args: &[String], env: &[(&str, String)], rw: &str, bs: u64, depth:
     }
     let out = cmd.output().expect("fio");
     assert!(out.status.success(), "fio: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
+    fio_iops(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The IOPS (reads and writes) in fio's JSON output.
+fn fio_iops(text: &str) -> f64 {
     let json: Value = serde_json::from_str(&text[text.find('{').expect("fio json")..]).expect("fio json");
     let job = &json["jobs"][0];
     job["read"]["iops"].as_f64().unwrap_or(0.0) + job["write"]["iops"].as_f64().unwrap_or(0.0)
+}
+
+/// IOPS (or MiB/s for 1 MiB blocks) as a table cell.
+fn rate(iops: f64, bs: u64) -> String {
+    if bs >= MIB {
+        format!("{:.0} MiB/s", iops * bs as f64 / MIB as f64)
+    } else {
+        format!("{iops:.0} IOPS")
+    }
+}
+
+/// Namespace of the benchmark's volume-named images (the driver refuses the default one).
+const BENCH_NAMESPACE: &str = "cephrbd-bench";
+
+/// The images a datapath benchmark reads and writes: a volume-named one of 256 MiB in
+/// [`BENCH_NAMESPACE`] for the driver (its URI with `policy` from `uri`), and its twin for
+/// fio's rbd engine in the pool's default namespace (the engine cannot address a
+/// namespace; a namespace only prefixes object names, so both live in the same PGs of
+/// the same pool). Both are written whole first.
+struct BenchImages<'a> {
+    lab: &'a Lab,
+    volume: uuid::Uuid,
+    /// The twin's name, in the default namespace.
+    floor: String,
+}
+
+impl<'a> BenchImages<'a> {
+    fn create(lab: &'a Lab) -> Self {
+        let volume = uuid::Uuid::new_v4();
+        let images = BenchImages { lab, volume, floor: format!("floor-{volume}") };
+        if !lab.rbd(&["namespace", "ls", "--pool", &lab.pool]).contains(BENCH_NAMESPACE) {
+            lab.rbd(&["namespace", "create", "--pool", &lab.pool, "--namespace", BENCH_NAMESPACE]);
+        }
+        for spec in [images.ours(), images.floor()] {
+            lab.rbd(&["create", "--size", "256M", "--image-feature", "layering,exclusive-lock", &spec]);
+            lab.rbd(&[
+                "bench",
+                "--io-type",
+                "write",
+                "--io-size",
+                "4M",
+                "--io-total",
+                "256M",
+                "--io-pattern",
+                "seq",
+                &spec,
+            ]);
+        }
+        images
+    }
+
+    fn ours(&self) -> String {
+        format!("{}/{BENCH_NAMESPACE}/v-{}", self.lab.pool, self.volume)
+    }
+
+    fn floor(&self) -> String {
+        format!("{}/{}", self.lab.pool, self.floor)
+    }
+
+    /// The driver's volume URI of the namespaced image with `datapath`: written by hand, as
+    /// no SR holds it; the datapath code path is the production one (a URI whose key is
+    /// not the one its image carries is refused as forged, hence the volume's name).
+    fn uri(&self, datapath: common::config::Datapath) -> String {
+        common::layout::uri::VolumeUri {
+            scheme: common::layout::uri::VOLUME_SCHEME.to_owned(),
+            datapath,
+            pool: self.lab.pool.clone(),
+            namespace: BENCH_NAMESPACE.to_owned(),
+            image: format!("v-{}", self.volume),
+            snap: None,
+            volume: self.volume,
+            conn: self.lab.conn(Duration::from_secs(120)),
+            data_destroyed: false,
+        }
+        .render()
+    }
+}
+
+impl Drop for BenchImages<'_> {
+    fn drop(&mut self) {
+        // After a failure the images stay for a look (the lab is a scratch cluster).
+        if !std::thread::panicking() {
+            for spec in [self.ours(), self.floor()] {
+                self.lab.rbd(&["rm", "--no-progress", &spec]);
+            }
+        }
+    }
 }
 
 fn datapath(lab: &Lab, table: &mut String) -> f64 {
     let size = 256 * MIB;
     // Named as the driver names a volume's image: a URI whose key is not the one its image
     // carries is refused as forged.
-    let volume = uuid::Uuid::new_v4();
-    let image = format!("v-{volume}");
-    lab.rbd(&[
-        "create",
-        "--size",
-        "256M",
-        "--image-feature",
-        "layering,exclusive-lock",
-        &format!("{}/{image}", lab.pool),
-    ]);
-    lab.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4M",
-        "--io-total",
-        "256M",
-        "--io-pattern",
-        "seq",
-        &format!("{}/{image}", lab.pool),
-    ]);
-    let uri = common::layout::uri::VolumeUri {
-        scheme: common::layout::uri::VOLUME_SCHEME.to_owned(),
-        datapath: common::config::Datapath::Qsd,
-        pool: lab.pool.clone(),
-        namespace: String::new(),
-        image: image.clone(),
-        snap: None,
-        volume,
-        conn: lab.conn(Duration::from_secs(30)),
-        data_destroyed: false,
-    }
-    .render();
+    let images = BenchImages::create(lab);
+    let uri = images.uri(common::config::Datapath::Qsd);
     let run = scratch_dir("bench-fio");
     let dp = Plugin::new(Kind::Datapath).with_env("CEPHRBD_RUN_DIR", run.display().to_string());
     let args = json!({"uri": uri, "domain": "0"});
@@ -523,7 +587,7 @@ fn datapath(lab: &Lab, table: &mut String) -> f64 {
         "--ioengine=rbd".to_owned(),
         format!("--clientname={}", lab.user),
         format!("--pool={}", lab.pool),
-        format!("--rbdname={image}"),
+        format!("--rbdname={}", images.floor),
     ];
     let rbd_env = [
         ("CEPH_CONF", lab.conf.display().to_string()),
@@ -546,20 +610,87 @@ fn datapath(lab: &Lab, table: &mut String) -> f64 {
         let floor = fio(&rbd_engine, &rbd_env, rw, bs, depth, total, size);
         let ratio = ours / floor;
         lowest = lowest.min(ratio);
-        let unit = |iops: f64| {
-            if bs >= MIB {
-                format!("{:.0} MiB/s", iops * bs as f64 / MIB as f64)
-            } else {
-                format!("{iops:.0} IOPS")
-            }
-        };
-        eprintln!("  {name}: {} vs {}", unit(ours), unit(floor));
-        let _ = writeln!(table, "| {name} | {} | {} | **{ratio:.2}x** |", unit(ours), unit(floor));
+        eprintln!("  {name}: {} vs {}", rate(ours, bs), rate(floor, bs));
+        let _ = writeln!(table, "| {name} | {} | {} | **{ratio:.2}x** |", rate(ours, bs), rate(floor, bs));
     }
     dp.call("Datapath.detach", args).ok();
     let _ = std::fs::remove_dir_all(&run);
-    lab.rbd(&["rm", "--no-progress", &format!("{}/{image}", lab.pool)]);
     lowest
+}
+
+/// The datapath modes side by side on real kernels (issue 17): one kernel-lab guest maps
+/// the same image through kernel RBD, rbd-nbd and qemu-storage-daemon (each through the
+/// datapath plugin, attach + activate, in the guest), and fio drives each for a fixed time
+/// beside fio's rbd engine (librbd, no kernel) in the same guest, in the same run. The
+/// guest is emulated (TCG): absolute figures are far below a real host's, and emulation
+/// weighs on userspace and kernel code alike, so only the ratios are worth reading, and
+/// even those must be measured again on a real host (docs/kernel-lab.md).
+fn datapath_modes(lab: &Lab, table: &mut String) {
+    use cephrbd_tests::kernel_lab::{Guest, Options};
+    use common::config::Datapath;
+    let step = Duration::from_secs(300);
+    let guest = Guest::boot("bench", &Options::default(), Duration::from_secs(3600));
+    guest.install_plugins();
+    let images = BenchImages::create(lab);
+    let workloads: [(&str, &str, u64, u32); 4] = [
+        ("seq write 1 MiB QD16", "write", MIB, 16),
+        ("seq read 1 MiB QD16", "read", MIB, 16),
+        ("rand write 4 KiB QD32", "randwrite", 4096, 32),
+        ("rand read 4 KiB QD32", "randread", 4096, 32),
+    ];
+    let run_fio = |engine: &str, env: &str, rw: &str, bs: u64, depth: u32| -> f64 {
+        let out = guest.sh(
+            &format!(
+                "{env} fio --name=bench --output-format=json --rw={rw} --bs={bs} --iodepth={depth} --size=256M \
+                 --time_based --runtime=8 --ramp_time=1 {engine}"
+            ),
+            step,
+        );
+        assert_eq!(out.status, 0, "fio in the guest: {}{}", out.stdout, out.stderr);
+        fio_iops(&out.stdout)
+    };
+    let mut results: Vec<(String, Vec<f64>)> = Vec::new();
+    for (label, policy) in [
+        ("kernel RBD (`/dev/rbdN`)", Datapath::Krbd),
+        ("rbd-nbd (`/dev/nbdN`)", Datapath::Nbd),
+        ("qemu-storage-daemon (NBD socket)", Datapath::Qsd),
+    ] {
+        let args = json!({"uri": images.uri(policy), "domain": "1"});
+        let backend = guest.call("Datapath.attach", args.clone(), "", step).ok().clone();
+        guest.call("Datapath.activate", args.clone(), "", step).ok();
+        let list = backend["implementations"].as_array().cloned().unwrap_or_default();
+        let engine = match list.iter().find(|i| i[0] == "BlockDevice").and_then(|i| i[1]["path"].as_str()) {
+            Some(device) => format!("--ioengine=libaio --direct=1 --filename={device}"),
+            None => format!("--ioengine=nbd --uri={}", nbd_url(&backend)),
+        };
+        let figures = workloads.iter().map(|(_, rw, bs, depth)| run_fio(&engine, "", rw, *bs, *depth)).collect();
+        guest.call("Datapath.deactivate", args.clone(), "", step).ok();
+        guest.call("Datapath.detach", args, "", step).ok();
+        eprintln!("  {label}: {figures:?}");
+        results.push((label.to_owned(), figures));
+    }
+    let librbd_env =
+        format!("CEPH_CONF={} CEPH_ARGS='--keyring {} --rbd-cache=false'", lab.conf.display(), lab.keyring.display());
+    let librbd_engine =
+        format!("--ioengine=rbd --clientname={} --pool={} --rbdname={}", lab.user, lab.pool, images.floor);
+    let floor: Vec<f64> =
+        workloads.iter().map(|(_, rw, bs, depth)| run_fio(&librbd_engine, &librbd_env, rw, *bs, *depth)).collect();
+    eprintln!("  fio rbd engine: {floor:?}");
+    table.push_str("| workload | ");
+    for (label, _) in &results {
+        let _ = write!(table, "{label} | ");
+    }
+    table.push_str("fio rbd engine (librbd) |\n|---|");
+    table.push_str(&"---:|".repeat(results.len() + 1));
+    table.push('\n');
+    for (w, (name, _, bs, _)) in workloads.iter().enumerate() {
+        let _ = write!(table, "| {name} | ");
+        for (_, figures) in &results {
+            let _ = write!(table, "{} (**{:.2}x**) | ", rate(figures[w], *bs), figures[w] / floor[w]);
+        }
+        let _ = writeln!(table, "{} |", rate(floor[w], *bs));
+    }
+    drop(guest);
 }
 
 const GIB: u64 = 1 << 30;
@@ -786,6 +917,13 @@ fn main() {
         print!("{section}");
         return;
     }
+    if std::env::var("CEPHRBD_BENCH_ONLY").as_deref() == Ok("modes") {
+        // Only the datapath modes, printed; BENCHMARKS.md is left as it is.
+        let mut modes = String::new();
+        datapath_modes(&lab, &mut modes);
+        print!("{modes}");
+        return;
+    }
     eprintln!("operations…");
     let mut ops = String::new();
     let mut summary = Summary::default();
@@ -800,6 +938,9 @@ fn main() {
     eprintln!("datapath…");
     let mut dp = String::new();
     summary.datapath = datapath(&lab, &mut dp);
+    eprintln!("datapath modes in the kernel lab…");
+    let mut modes = String::new();
+    datapath_modes(&lab, &mut modes);
     eprintln!("changed block tracking…");
     let cbt_section = cbt();
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
@@ -836,6 +977,15 @@ fn main() {
          ## Userspace datapath beside fio's rbd engine\n\n\
          Same 256 MiB image (filled first), same run, same amount of I/O; librbd's cache off on both sides. \
          Lowest ratio: {lowest:.2}x.\n\n{dp}\n\
+         ## Datapath modes on a real kernel (kernel lab, emulated)\n\n\
+         One guest of the kernel lab (Debian's 6.1 kernel under QEMU TCG, one emulated CPU, docs/kernel-lab.md) \
+         maps the same 256 MiB image (written first) through each mode with the datapath plugin (attach + \
+         activate in the guest), and fio runs 8 s per workload against each, then fio's rbd engine (librbd, \
+         cache off) in the same guest; ratios against that engine. **Emulation distorts everything**: the \
+         absolute figures are far below a real host's, and kernel and userspace code are both emulated, so \
+         what holds here is only the order of magnitude between modes. What must be measured on a real \
+         XCP-ng host: each mode's throughput and latency against the same engine, and tapdisk or qemu-dp \
+         on top (not run here).\n\n{modes}\n\
          {cbt_section}\n\
          Whole run: {:.0} s.\n",
         env!("CARGO_PKG_VERSION"),
