@@ -231,9 +231,12 @@ fn purge_rounds(sr: &SrUri, until: Instant) -> Result<usize, OpError> {
 
 /// Starts [`purge_and_reclaim`] of the SR in a process of its own that outlives this call:
 /// this very executable, run as `<exe> --purge <SR string>` (a lock on the host keeps it to
-/// one per SR). Failing to start it is only logged: the next destroy, `SR.attach`,
+/// one per SR; a purge already running goes round once more instead). Failing to start it is only logged: the next destroy, `SR.attach`,
 /// `SR.destroy` or `volume --check --repair` purges.
 pub fn purge_later(host: &Host, sr: &SrUri) {
+    if let Err(e) = std::fs::write(purge_wanted(host, sr), b"") {
+        warn!(sr = %sr.uuid, "cannot leave the purge request, left for the next call: {e}");
+    }
     let started = std::env::current_exe()
         .map_err(|source| CommandError::Spawn { program: "this executable".to_owned(), source })
         .and_then(|exe| Program::at("purge", &exe))
@@ -260,17 +263,34 @@ pub fn purge_main(mut args: impl Iterator<Item = String>) -> std::process::ExitC
         return std::process::ExitCode::from(2);
     };
     let host = Host::from_env();
-    let Ok(_held) = lock_file(&purge_lock(&host, &sr), Duration::ZERO, "the trash purge") else {
-        return std::process::ExitCode::SUCCESS;
-    };
-    match purge_rounds(&sr, Instant::now() + PURGE_LIMIT) {
-        Ok(rounds) => {
-            info!(sr = %sr.uuid, rounds, "trash purged");
-            std::process::ExitCode::SUCCESS
+    let wanted = purge_wanted(&host, &sr);
+    loop {
+        // Held by another purge: it sees the request (below) and goes round again.
+        let Ok(held) = lock_file(&purge_lock(&host, &sr), Duration::ZERO, "the trash purge") else {
+            return std::process::ExitCode::SUCCESS;
+        };
+        // Taken before the first round reads the records: a mark written after that read
+        // comes with a new request.
+        let _ = std::fs::remove_file(&wanted);
+        let purged = purge_rounds(&sr, Instant::now() + PURGE_LIMIT);
+        drop(held);
+        match purged {
+            Ok(rounds) => info!(sr = %sr.uuid, rounds, "trash purged"),
+            Err(e) => {
+                warn!(sr = %sr.uuid, "trash purge: {}", chain(&e));
+                return std::process::ExitCode::FAILURE;
+            }
         }
-        Err(e) => {
-            warn!(sr = %sr.uuid, "trash purge: {}", chain(&e));
-            std::process::ExitCode::FAILURE
+        // A destroy that asked while this purge held the lock found it taken and left:
+        // its mark may be newer than this purge's last look at the records.
+        if !wanted.exists() {
+            return std::process::ExitCode::SUCCESS;
         }
     }
+}
+
+/// The request a destroy leaves before starting a purge ([`purge_later`]), so that a purge
+/// already running (which the new one cannot lock out) goes round once more.
+fn purge_wanted(host: &Host, sr: &SrUri) -> std::path::PathBuf {
+    host.run_dir.join(format!("purge-{}.wanted", sr.uuid))
 }
