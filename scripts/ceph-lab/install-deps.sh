@@ -21,6 +21,10 @@ set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+deb_log() { log "$@"; }
+deb_die() { die "$@"; }
+# shellcheck source=../lib/debian.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/debian.sh"
 
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
@@ -40,35 +44,6 @@ BASE_PKGS=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-nbd python3 python3-rbd py
 [ -n "${CEPH_LAB_EXTRA_PKGS:-}" ] && BASE_PKGS+=(${CEPH_LAB_EXTRA_PKGS})
 
 # --- helpers -----------------------------------------------------------------
-
-# pkg_version PKG -> version if installed ("ii"), else empty
-pkg_version() {
-    local out
-    out=$(dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null) || return 0
-    case "$out" in
-        'ii |'*) printf '%s' "${out#*|}" ;;
-    esac
-}
-
-# missing_pkgs PKG... -> prints the packages that are not fully installed
-missing_pkgs() {
-    local line pkg st
-    local -A ok=()
-    while IFS='|' read -r pkg st; do
-        [ "$st" = "ii " ] && ok[$pkg]=1
-    done < <(dpkg-query -W -f='${Package}|${db:Status-Abbrev}\n' "$@" 2>/dev/null || true)
-    for line in "$@"; do
-        [ -n "${ok[$line]:-}" ] || printf '%s\n' "$line"
-    done
-}
-
-APT_UPDATED=0
-apt_update_once() {
-    [ "$APT_UPDATED" = 1 ] && return 0
-    log "apt-get update"
-    "${SUDO[@]}" apt-get update -q -o Dpkg::Use-Pty=0 >&2 || die "apt-get update failed"
-    APT_UPDATED=1
-}
 
 rbd_module_path() {
     local f
@@ -96,24 +71,6 @@ qemu_ok() {
 rust_ok() {
     [ "${CEPH_LAB_NO_RUST:-0}" = 1 ] && return 0
     cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1
-}
-
-# The Debian mirror from the machine's own sources (one-line or deb822 format).
-debian_mirror() {
-    local f uri
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i ~ /^(https?|ftp):\/\//) { print $i; exit } }' "$f" \
-              | grep -E '/debian/?$' | head -n1 || true)
-        [ -n "$uri" ] && { printf '%s' "${uri%/}"; return 0; }
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk 'tolower($1)=="uris:" { for (i=2;i<=NF;i++) print $i }' "$f" \
-              | grep -E '^(https?|ftp)://.*/debian/?$' | head -n1 || true)
-        [ -n "$uri" ] && { printf '%s' "${uri%/}"; return 0; }
-    done
-    printf '%s' "http://deb.debian.org/debian"
 }
 
 # Install qemu-block-extra matching the installed backports qemu-utils.

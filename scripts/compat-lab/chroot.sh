@@ -89,7 +89,7 @@ SCRIPT=/usr/share/debootstrap/scripts/$SUITE
 [ -e "$SCRIPT" ] || compat_die "debootstrap has no script for $SUITE (nor sid)"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [ -f "$KEYRING" ] || compat_die "$KEYRING is missing (package debian-archive-keyring)"
-MIRROR=${CEPHRBD_DEBIAN_MIRROR:-$(compat_debian_mirror)}
+MIRROR=${CEPHRBD_DEBIAN_MIRROR:-$(debian_mirror)}
 
 # --- wipe a partial or stale chroot ------------------------------------------------------
 if [ -e "$ROOT" ]; then

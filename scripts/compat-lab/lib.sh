@@ -43,21 +43,6 @@ compat_ready() {
     [ -f "$marker" ] && [ "$(head -n1 "$marker" 2>/dev/null)" = "$(compat_recipe "$1")" ]
 }
 
-# The Debian mirror from the machine's own sources (one-line or deb822 format); the same
-# lookup as scripts/ceph-lab/install-deps.sh.
-compat_debian_mirror() {
-    local f uri
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i ~ /^(https?|ftp):\/\//) { print $i; exit } }' "$f" \
-              | grep -E '/debian/?$' | head -n1 || true)
-        [ -n "$uri" ] && { printf '%s' "${uri%/}"; return 0; }
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk 'tolower($1)=="uris:" { for (i=2;i<=NF;i++) print $i }' "$f" \
-              | grep -E '^(https?|ftp)://.*/debian/?$' | head -n1 || true)
-        [ -n "$uri" ] && { printf '%s' "${uri%/}"; return 0; }
-    done
-    printf '%s' "http://deb.debian.org/debian"
-}
+# debian_mirror and the other package helpers the install scripts share.
+# shellcheck source=../lib/debian.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/debian.sh"

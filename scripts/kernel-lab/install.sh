@@ -50,53 +50,12 @@ if [ -n "$KVER_WANTED" ] && ! [[ "$KVER_WANTED" =~ ^6\.1\.0-[0-9]+-amd64$ ]]; th
     klab_die "KERNEL_LAB_KVER must look like 6.1.0-57-amd64 (a bookworm amd64 kernel), not $KVER_WANTED"
 fi
 
-# --- helpers (same conventions as scripts/ceph-lab/install-deps.sh) ----------------
-
-pkg_version() {
-    local out
-    out=$(dpkg-query -W -f='${db:Status-Abbrev}|${Version}' "$1" 2>/dev/null) || return 0
-    case "$out" in
-        'ii |'*) printf '%s' "${out#*|}" ;;
-    esac
-}
-
-missing_pkgs() {
-    local line pkg st
-    local -A ok=()
-    while IFS='|' read -r pkg st; do
-        [ "$st" = "ii " ] && ok[$pkg]=1
-    done < <(dpkg-query -W -f='${Package}|${db:Status-Abbrev}\n' "$@" 2>/dev/null || true)
-    for line in "$@"; do
-        [ -n "${ok[$line]:-}" ] || printf '%s\n' "$line"
-    done
-}
-
-APT_UPDATED=0
-apt_update_once() {
-    [ "$APT_UPDATED" = 1 ] && return 0
-    klab_log "apt-get update"
-    "${SUDO[@]}" apt-get update -q -o Dpkg::Use-Pty=0 >&2 || klab_die "apt-get update failed"
-    APT_UPDATED=1
-}
-
-# mirror_from_sources REGEX DEFAULT -> first deb URI of the machine's sources matching
-# REGEX (one-line or deb822 format), else DEFAULT
-mirror_from_sources() {
-    local re=$1 f uri
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i ~ /^(https?|ftp):\/\//) print $i }' "$f" \
-              | grep -E "$re" | head -n1 || true)
-        [ -n "$uri" ] && { printf '%s' "${uri%/}"; return 0; }
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk 'tolower($1)=="uris:" { for (i=2;i<=NF;i++) print $i }' "$f" \
-              | grep -E "$re" | head -n1 || true)
-        [ -n "$uri" ] && { printf '%s' "${uri%/}"; return 0; }
-    done
-    printf '%s' "$2"
-}
+# --- helpers: scripts/lib/debian.sh (pkg_version, missing_pkgs, apt_update_once,
+# mirror_from_sources) ------------------------------------------------------------
+deb_log() { klab_log "$@"; }
+deb_die() { klab_die "$@"; }
+# shellcheck source=../lib/debian.sh
+. "$HERE/../lib/debian.sh"
 
 # A private apt configuration in a scratch dir: bookworm, bookworm-security and
 # <codename>-backports, lists and cache inside the dir. /etc/apt is never read for
