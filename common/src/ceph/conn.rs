@@ -60,16 +60,20 @@ pub struct Conn {
 /// Why a value cannot be handed to Ceph as a name (pool, namespace, user): it would be read
 /// as an option or split an image spec. `None` when it can.
 pub fn name_problem(value: &str) -> Option<String> {
+    option_like(value).or_else(|| {
+        value
+            .chars()
+            .find(|c| matches!(c, '/' | '@') || c.is_whitespace() || c.is_control())
+            .map(|c| format!("must not contain {c:?}"))
+    })
+}
+
+/// An empty value, or one that starts with `-` (a command line would read it as an option).
+fn option_like(value: &str) -> Option<String> {
     if value.is_empty() {
         return Some("must not be empty".to_owned());
     }
-    if value.starts_with('-') {
-        return Some("must not start with '-'".to_owned());
-    }
-    value
-        .chars()
-        .find(|c| matches!(c, '/' | '@') || c.is_whitespace() || c.is_control())
-        .map(|c| format!("must not contain {c:?}"))
+    value.starts_with('-').then(|| "must not start with '-'".to_owned())
 }
 
 /// Why a path cannot be handed to Ceph (ceph.conf, keyring): it must be absolute (never
@@ -90,16 +94,12 @@ pub fn path_problem(path: &Path) -> Option<String> {
 /// `CEPH_ARGS` on spaces: `1.2.3.4 --log-file /x` would add options) and not start with
 /// `-`. Separate addresses with `,`.
 pub fn mon_host_problem(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return Some("must not be empty".to_owned());
-    }
-    if value.starts_with('-') {
-        return Some("must not start with '-'".to_owned());
-    }
-    value
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control())
-        .map(|c| format!("must not contain {c:?} (separate monitor addresses with ',')"))
+    option_like(value).or_else(|| {
+        value
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control())
+            .map(|c| format!("must not contain {c:?} (separate monitor addresses with ',')"))
+    })
 }
 
 impl Conn {
