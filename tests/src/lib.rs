@@ -146,14 +146,18 @@ pub struct Plugin {
 impl Plugin {
     /// Lays out a directory for `kind` with one symlink per method (`<binary> --list`).
     pub fn new(kind: Kind) -> Self {
-        let binary = binary(kind.binary());
-        let listing = Command::new(&binary).arg("--list").output().expect("run --list");
+        Self::of_binary(kind, &binary(kind.binary()))
+    }
+
+    /// The plugin directory of `binary` (which is a `kind`): one symlink per method it lists.
+    fn of_binary(kind: Kind, binary: &Path) -> Self {
+        let listing = Command::new(binary).arg("--list").output().expect("run --list");
         assert!(listing.status.success(), "--list failed");
         let methods: Vec<String> =
             String::from_utf8(listing.stdout).expect("utf8").lines().map(str::to_owned).collect();
         let dir = scratch_dir(kind.binary());
         for method in &methods {
-            symlink(&binary, dir.join(method)).expect("symlink");
+            symlink(binary, dir.join(method)).expect("symlink");
         }
         Plugin { dir, methods, env: Vec::new(), owned: true, prefix: Vec::new() }
     }
@@ -773,15 +777,7 @@ impl Plugin {
     pub fn of(kind: Kind, bins: &Path) -> Self {
         let binary = bins.join(kind.binary());
         assert!(binary.is_file(), "{} is missing: run scripts/build-rpm (scripts/test does)", binary.display());
-        let listing = Command::new(&binary).arg("--list").output().expect("run --list");
-        assert!(listing.status.success(), "--list failed");
-        let methods: Vec<String> =
-            String::from_utf8(listing.stdout).expect("utf8").lines().map(str::to_owned).collect();
-        let dir = scratch_dir(kind.binary());
-        for method in &methods {
-            symlink(&binary, dir.join(method)).expect("symlink");
-        }
-        Plugin { dir, methods, env: Vec::new(), owned: true, prefix: Vec::new() }
+        Self::of_binary(kind, &binary)
     }
 
     /// Runs every call inside `chroot` (nothing changes for [`Chroot::host`]), with the

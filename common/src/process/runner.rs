@@ -308,15 +308,8 @@ impl<'a> Cmd<'a> {
     /// purge): wrap it in `timeout` to bound it.
     pub fn spawn_detached(self) -> Result<(), CommandError> {
         debug!(target: "cephrbd::exec", program = self.program.name, command = %self.display(), "exec detached");
-        let mut cmd = Command::new(&self.program.path);
-        cmd.args(&self.args)
-            .env_clear()
-            .envs(CHILD_ENV.iter().copied())
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
@@ -332,14 +325,20 @@ impl<'a> Cmd<'a> {
         Ok(())
     }
 
-    fn spawn(&self) -> Result<Child, CommandError> {
+    /// The program with its arguments and only the environment we give it, run from `/`.
+    fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program.path);
         cmd.args(&self.args)
             .env_clear()
             .envs(CHILD_ENV.iter().copied())
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir("/")
-            .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .current_dir("/");
+        cmd
+    }
+
+    fn spawn(&self) -> Result<Child, CommandError> {
+        let mut cmd = self.command();
+        cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so the time limit kills helpers it forks too.
