@@ -36,7 +36,7 @@ use crate::host::Host;
 use crate::layout::names::{MetaKey, Object, HEADER_IMAGE};
 use crate::layout::records::{self, Header, Records};
 use crate::layout::uri::SrUri;
-use crate::ops::{cbt, datapath, reclaim, volume};
+use crate::ops::{datapath, reclaim, volume};
 
 /// Something that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,7 +406,7 @@ fn survey(sr: &SrUri, records: &Records, storage: &Storage, grace: Duration) -> 
     }
     let images: BTreeSet<&str> = records.volumes().map(|v| v.record.image.as_str()).collect();
     for image in images {
-        for volume in cbt::orphaned_anchors(records, image, None) {
+        for volume in records.orphaned_anchors(image, None) {
             let problem = Problem::OrphanedAnchor { volume, image: image.to_owned() };
             findings.push(if frozen {
                 Finding::leave(problem, "no storage is removed while records are unreadable")

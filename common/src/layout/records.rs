@@ -331,6 +331,17 @@ impl Records {
         self.volumes.get(&uuid)
     }
 
+    /// The changed-block anchors of `image` that nothing can be compared with any more:
+    /// when no volume of the image other than `except` still holds data, every anchor of it
+    /// (snapshot whose data was destroyed) other than `except`; otherwise none.
+    pub fn orphaned_anchors(&self, image: &str, except: Option<Uuid>) -> Vec<Uuid> {
+        let others: Vec<_> = self.volumes().filter(|v| v.record.image == image && Some(v.uuid) != except).collect();
+        if others.iter().any(|v| v.record.has_data()) {
+            return Vec::new();
+        }
+        others.iter().map(|v| v.uuid).collect()
+    }
+
     /// Every readable volume, in key order.
     pub fn volumes(&self) -> impl ExactSizeIterator<Item = &VolumeView> + '_ {
         self.volumes.values()

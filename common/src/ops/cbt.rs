@@ -181,17 +181,6 @@ pub fn attachable(uri: &VolumeUri) -> Result<(), OpError> {
     Ok(())
 }
 
-/// The anchors of `image` that nothing can be compared with any more: when no volume of
-/// the image other than `except` still holds data, every anchor of it (snapshot whose data
-/// was destroyed) other than `except`; otherwise none.
-pub fn orphaned_anchors(records: &Records, image: &str, except: Option<Uuid>) -> Vec<Uuid> {
-    let others: Vec<_> = records.volumes().filter(|v| v.record.image == image && Some(v.uuid) != except).collect();
-    if others.iter().any(|v| v.record.has_data()) {
-        return Vec::new();
-    }
-    others.iter().map(|v| v.uuid).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -244,11 +233,11 @@ mod tests {
             (anchor, record("v-a", Some("s-2"), true)),
             (other, record("v-b", Some("s-3"), true)),
         ]);
-        assert_eq!(orphaned_anchors(&all, "v-a", Some(head)), Vec::<Uuid>::new(), "a snapshot still holds data");
-        assert_eq!(orphaned_anchors(&all, "v-a", None), Vec::<Uuid>::new());
+        assert_eq!(all.orphaned_anchors("v-a", Some(head)), Vec::<Uuid>::new(), "a snapshot still holds data");
+        assert_eq!(all.orphaned_anchors("v-a", None), Vec::<Uuid>::new());
         let without_snap = records(&[(head, record("v-a", None, false)), (anchor, record("v-a", Some("s-2"), true))]);
-        assert_eq!(orphaned_anchors(&without_snap, "v-a", Some(head)), [anchor]);
+        assert_eq!(without_snap.orphaned_anchors("v-a", Some(head)), [anchor]);
         let only_anchor = records(&[(anchor, record("v-a", Some("s-2"), true))]);
-        assert_eq!(orphaned_anchors(&only_anchor, "v-a", None), [anchor], "found by the check");
+        assert_eq!(only_anchor.orphaned_anchors("v-a", None), [anchor], "found by the check");
     }
 }

@@ -409,7 +409,7 @@ fn lock_limit(sr: &SrUri) -> Duration {
 ///
 /// Changed-block anchors (snapshots whose data was destroyed) never keep a disk alive: when
 /// the last volume of an image that still holds data goes, the anchors of that image go
-/// with it, since nothing is left to compare them with ([`super::cbt::orphaned_anchors`]).
+/// with it, since nothing is left to compare them with ([`Records::orphaned_anchors`]).
 pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
     let uuid = volume_uuid(key)?;
     let _lock = SrLock::exclusive(host, sr.uuid, lock_limit(sr))?;
@@ -417,7 +417,7 @@ pub fn destroy(host: &Host, sr: &SrUri, key: &str) -> Result<(), OpError> {
     let records = records::load(sr)?;
     let destroyed = destroy_locked(host, sr, &records, uuid, key)?;
     if let Some(record) = destroyed.filter(VolumeRecord::has_data) {
-        for anchor in super::cbt::orphaned_anchors(&records, &record.image, Some(uuid)) {
+        for anchor in records.orphaned_anchors(&record.image, Some(uuid)) {
             info!(volume = %anchor, "changed-block anchor left with nothing to compare with: destroyed too");
             destroy_locked(host, sr, &records::load(sr)?, anchor, &anchor.to_string())?;
         }
